@@ -1,0 +1,25 @@
+"""mapreduce: MapReduce as in Dean & Ghemawat (OSDI 2004), in Python.
+
+A job is a Python file that defines ``map(key, value)`` and
+``reduce(key, values)``; see the README for the whole contract.  Job code may
+use the functions re-exported here:
+
+* :func:`params`: the ``--param NAME=VALUE`` values, as a dict of strings;
+* :func:`task_context`: which job, task, attempt and worker is running;
+* :func:`increment_counter`: user counters, summed over the job;
+* :class:`RangePartitioner`: ``partition = RangePartitioner()`` for a total order.
+"""
+
+from mapreduce.context import TaskContext, increment_counter, params, task_context
+from mapreduce.dataflow.partition import RangePartitioner
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "RangePartitioner",
+    "TaskContext",
+    "__version__",
+    "increment_counter",
+    "params",
+    "task_context",
+]

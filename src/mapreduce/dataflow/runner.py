@@ -1,0 +1,410 @@
+"""The task runners: :func:`run_map_task` and :func:`run_reduce_task`.
+
+These are the only code that runs a job's map, combine and reduce functions.
+The sequential runner (:mod:`mapreduce.local`) calls them in-process, one
+task after the other; a worker calls the very same functions, so the two
+produce the same bytes.
+
+A runner executes one *attempt* of one task.  When user code raises on a
+record, the attempt stops with :class:`RecordFailure`, which names the
+record; the caller decides whether the next attempt skips it (the paper's
+section 4.6) or whether the job fails.  A runner never commits anything: a
+map task leaves its R partition runs in its work directory, a reduce task
+writes its output to the path it is given, and the caller commits.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import sys
+import time
+import traceback
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+
+from mapreduce import context
+from mapreduce.dataflow.formats import read_split
+from mapreduce.dataflow.keys import decode_key
+from mapreduce.dataflow.partition import make_partitioner
+from mapreduce.dataflow.records import CorruptRunError, Group, read_run, write_run
+from mapreduce.dataflow.sort import grouped_values, merge_run_files, partition_and_sort
+from mapreduce.dataflow.splits import InputSplit
+from mapreduce.errors import BadRecordError
+from mapreduce.jobfile import Job, load_job
+
+#: Rough per-entry overheads (bytes) of the map buffer's dict slot and list.
+_KEY_OVERHEAD = 120
+_VALUE_OVERHEAD = 8
+
+
+@dataclass(frozen=True)
+class JobPlan:
+    """Everything every task of a job needs to know; plain values only.
+
+    Attributes:
+        job_id: the job's id.
+        job_path: the job file.
+        input_format: ``lines``, ``files``, ``jsonl`` or ``tsv``.
+        num_reducers: R.
+        params: the ``--param`` values.
+        memory_bytes: the in-memory budget of a map task's buffer before it spills.
+        use_combiner: whether the job's ``combine`` runs.
+        boundaries: range-partition boundaries (serialised keys), or None.
+    """
+
+    job_id: str
+    job_path: str
+    input_format: str
+    num_reducers: int
+    params: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int = 256 << 20
+    use_combiner: bool = True
+    boundaries: tuple[bytes, ...] | None = None
+
+    def with_boundaries(self, boundaries: tuple[bytes, ...]) -> JobPlan:
+        """A copy of this plan with range-partition ``boundaries``."""
+        return dataclasses.replace(self, boundaries=boundaries)
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    """What one successful attempt produced.
+
+    Attributes:
+        task_id: ``map-00003`` or ``reduce-00001``.
+        attempt: the attempt number.
+        outputs: a map task's R partition run files, or a reduce task's output file.
+        output_sizes: the size in bytes of each of ``outputs``.
+        input_records: records read (map) or values reduced (reduce).
+        input_bytes: bytes of input read.
+        output_records: pairs emitted after combining (map) or lines written (reduce).
+        output_bytes: bytes written.
+        counters: user counters incremented by this attempt.
+        skipped: records this attempt skipped, as ``(record, reason)``.
+        spills: how many times a map task spilled its buffer to disk.
+        seconds: wall time of the attempt.
+    """
+
+    task_id: str
+    attempt: int
+    outputs: tuple[str, ...]
+    output_sizes: tuple[int, ...]
+    input_records: int
+    input_bytes: int
+    output_records: int
+    output_bytes: int
+    counters: dict[str, int]
+    spills: int
+    seconds: float
+
+
+class RecordFailure(Exception):
+    """User code (or input decoding) failed on one record; the attempt is over.
+
+    Attributes:
+        record_id: what identifies the record for skipping: the byte offset of a
+            map input record, or the key bytes of a reduce key group.
+        label: a human-readable location: ``path@offset`` or ``key=...``.
+        reason: one line describing the error.
+        traceback: the formatted traceback (empty for decoding errors).
+    """
+
+    def __init__(self, record_id: int | bytes, label: str, reason: str, tb: str) -> None:
+        super().__init__(f"{label}: {reason}")
+        self.record_id = record_id
+        self.label = label
+        self.reason = reason
+        self.traceback = tb
+
+
+class TaskError(Exception):
+    """The attempt failed outside any one record (a bad key type, a failing combiner).
+
+    Attributes:
+        reason: one line describing the error.
+        traceback: the formatted traceback.
+    """
+
+    def __init__(self, reason: str, tb: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.traceback = tb
+
+
+def map_task_id(index: int) -> str:
+    return f"map-{index:05d}"
+
+
+def reduce_task_id(partition: int) -> str:
+    return f"reduce-{partition:05d}"
+
+
+def _describe(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _user_traceback(exc: BaseException) -> str:
+    return "".join(traceback.format_exception(exc))
+
+
+def format_field(value: Any) -> str:
+    """How a key or value is written to an output line: str as-is, others as JSON."""
+    if type(value) is str:
+        return value
+    if type(value) is bytes:
+        return value.decode("utf-8", "backslashreplace")
+    return json.dumps(value, ensure_ascii=False)
+
+
+class _MapBuffer:
+    """The map task's in-memory output, grouped by key, and its spills."""
+
+    def __init__(self, job: Job, plan: JobPlan, workdir: str) -> None:
+        self.job = job
+        self.plan = plan
+        self.workdir = workdir
+        self.partitioner = make_partitioner(
+            plan.num_reducers,
+            job.partition_fn,
+            list(plan.boundaries) if plan.boundaries is not None else None,
+        )
+        self.combine_fn = job.combine_fn if plan.use_combiner else None
+        self.spill_files: list[list[str]] = []
+
+    def estimate(self, buffer: dict[Any, list[Any]]) -> int:
+        size = 0
+        getsizeof = sys.getsizeof
+        for key, values in buffer.items():
+            size += getsizeof(key) + _KEY_OVERHEAD
+            for value in values:
+                size += getsizeof(value) + _VALUE_OVERHEAD
+        return size
+
+    def sorted_parts(self, buffer: dict[Any, list[Any]]) -> list[list[Group]]:
+        try:
+            return partition_and_sort(
+                buffer, self.partitioner, self.plan.num_reducers, self.combine_fn
+            )
+        except Exception as exc:
+            raise TaskError(_describe(exc), _user_traceback(exc)) from exc
+
+    def combine_in_place(self, buffer: dict[Any, list[Any]]) -> None:
+        combine = self.combine_fn
+        assert combine is not None
+        try:
+            for key, values in buffer.items():
+                if len(values) > 1:
+                    buffer[key] = list(combine(key, iter(values)))
+        except Exception as exc:
+            raise TaskError(_describe(exc), _user_traceback(exc)) from exc
+
+    def spill(self, buffer: dict[Any, list[Any]]) -> None:
+        number = len(self.spill_files)
+        paths = []
+        for part, groups in enumerate(self.sorted_parts(buffer)):
+            path = os.path.join(self.workdir, f"spill-{number:04d}-part-{part:05d}.run")
+            write_run(path, groups)
+            paths.append(path)
+        self.spill_files.append(paths)
+
+    def finish(self, buffer: dict[Any, list[Any]]) -> tuple[list[str], list[int], int]:
+        """Write the final run of every partition; return paths, sizes and records."""
+        paths, sizes, records = [], [], 0
+        if self.spill_files:
+            if buffer:
+                self.spill(buffer)
+            for part in range(self.plan.num_reducers):
+                path = os.path.join(self.workdir, f"part-{part:05d}.run")
+                inputs = [spill[part] for spill in self.spill_files]
+                try:
+                    size, count = merge_run_files(inputs, path, self.combine_fn)
+                except Exception as exc:
+                    raise TaskError(_describe(exc), _user_traceback(exc)) from exc
+                paths.append(path)
+                sizes.append(size)
+                records += count
+            return paths, sizes, records
+        for part, groups in enumerate(self.sorted_parts(buffer)):
+            path = os.path.join(self.workdir, f"part-{part:05d}.run")
+            size, count = write_run(path, groups)
+            paths.append(path)
+            sizes.append(size)
+            records += count
+        return paths, sizes, records
+
+
+def run_map_task(
+    plan: JobPlan,
+    index: int,
+    split: InputSplit,
+    workdir: str,
+    *,
+    attempt: int = 0,
+    worker: str = "local",
+    skip: frozenset[int] = frozenset(),
+) -> TaskResult:
+    """Run one attempt of map task ``index`` over ``split``.
+
+    Writes ``workdir/part-NNNNN.run`` for each of the R partitions (``workdir``
+    must exist and be private to this attempt).
+
+    Raises:
+        RecordFailure: ``map`` raised on a record, or a record could not be decoded.
+        TaskError: the attempt failed outside a record.
+    """
+    started = time.monotonic()
+    job = load_job(plan.job_path)
+    task_id = map_task_id(index)
+    counters: Counter[str] = Counter()
+    task = context.TaskContext(
+        plan.job_id, task_id, "map", index, attempt, worker, plan.num_reducers
+    )
+    buffers = _MapBuffer(job, plan, workdir)
+    map_fn = job.map_fn
+    limit = plan.memory_bytes
+    getsizeof = sys.getsizeof
+    buffer: dict[Any, list[Any]] = {}
+    size = 0
+    records = 0
+    offset = -1
+    with context.activated(task, plan.params, counters):
+        try:
+            for offset, key, value in read_split(split, plan.input_format):
+                if skip and offset in skip:
+                    continue
+                records += 1
+                out = map_fn(key, value)
+                if out is None:
+                    continue
+                for k, v in out:
+                    values = buffer.get(k)
+                    if values is None:
+                        buffer[k] = [v]
+                        size += getsizeof(k) + getsizeof(v) + _KEY_OVERHEAD
+                    else:
+                        values.append(v)
+                        size += getsizeof(v) + _VALUE_OVERHEAD
+                if size > limit:
+                    if buffers.combine_fn is not None:
+                        buffers.combine_in_place(buffer)
+                        size = buffers.estimate(buffer)
+                    if size > limit // 2:
+                        buffers.spill(buffer)
+                        buffer = {}
+                        size = 0
+        except (TaskError, KeyboardInterrupt):
+            raise
+        except BadRecordError as exc:
+            raise RecordFailure(exc.offset, f"{exc.path}@{exc.offset}", exc.reason, "") from exc
+        except Exception as exc:
+            raise RecordFailure(
+                offset, f"{split.path}@{offset}", _describe(exc), _user_traceback(exc)
+            ) from exc
+        paths, sizes, out_records = buffers.finish(buffer)
+    return TaskResult(
+        task_id=task_id,
+        attempt=attempt,
+        outputs=tuple(paths),
+        output_sizes=tuple(sizes),
+        input_records=records,
+        input_bytes=split.end - split.start,
+        output_records=out_records,
+        output_bytes=sum(sizes),
+        counters=dict(counters),
+        spills=len(buffers.spill_files),
+        seconds=time.monotonic() - started,
+    )
+
+
+class _Counted:
+    """Counts the values that go through the reducers' iterators, group by group."""
+
+    def __init__(self) -> None:
+        self.values = 0
+
+    def groups(self, runs: list[Iterator[Group]]) -> Iterator[Iterable[Group]]:
+        for run in runs:
+            yield self._count(run)
+
+    def _count(self, run: Iterator[Group]) -> Iterator[Group]:
+        for key_bytes, values in run:
+            self.values += len(values)
+            yield key_bytes, values
+
+
+def run_reduce_task(
+    plan: JobPlan,
+    partition: int,
+    runs: list[str],
+    out_path: str,
+    *,
+    attempt: int = 0,
+    worker: str = "local",
+    skip: frozenset[bytes] = frozenset(),
+) -> TaskResult:
+    """Run one attempt of reduce task ``partition``.
+
+    Merges the sorted ``runs`` (the partition's run from every map task, in map
+    task order), calls ``reduce`` once per distinct key in increasing key order
+    and writes ``key<TAB>value`` lines to ``out_path``.
+
+    Raises:
+        RecordFailure: ``reduce`` raised on a key group.
+        TaskError: the attempt failed outside a key group (a corrupt run).
+    """
+    started = time.monotonic()
+    job = load_job(plan.job_path)
+    reduce_fn = job.reduce_fn
+    task_id = reduce_task_id(partition)
+    counters: Counter[str] = Counter()
+    task = context.TaskContext(
+        plan.job_id, task_id, "reduce", partition, attempt, worker, plan.num_reducers
+    )
+    counted = _Counted()
+    lines = 0
+    input_bytes = sum(os.path.getsize(p) for p in runs)
+    key: Any = None
+    with (
+        context.activated(task, plan.params, counters),
+        open(out_path, "w", encoding="utf-8", newline="\n") as out,
+    ):
+        write = out.write
+        groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
+        key_bytes = b""
+        try:
+            for key_bytes, values in groups:
+                if skip and key_bytes in skip:
+                    continue
+                key = decode_key(key_bytes)
+                prefix = format_field(key) + "\t"
+                for value in reduce_fn(key, values):
+                    write(prefix + format_field(value) + "\n")
+                    lines += 1
+        except KeyboardInterrupt:
+            raise
+        except CorruptRunError as exc:
+            raise TaskError(str(exc), "") from exc
+        except Exception as exc:
+            if not key_bytes:
+                raise TaskError(_describe(exc), _user_traceback(exc)) from exc
+            raise RecordFailure(
+                key_bytes, f"key={key!r}", _describe(exc), _user_traceback(exc)
+            ) from exc
+    output_bytes = os.path.getsize(out_path)
+    return TaskResult(
+        task_id=task_id,
+        attempt=attempt,
+        outputs=(out_path,),
+        output_sizes=(output_bytes,),
+        input_records=counted.values,
+        input_bytes=input_bytes,
+        output_records=lines,
+        output_bytes=output_bytes,
+        counters=dict(counters),
+        spills=0,
+        seconds=time.monotonic() - started,
+    )

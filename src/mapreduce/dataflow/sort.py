@@ -1,0 +1,99 @@
+"""Sorting, spilling and merging of intermediate data (an external sort).
+
+A map task collects its output in memory, grouped by key.  When the buffer
+outgrows the task's memory budget it is *spilled*: split by partition, sorted
+by key bytes and written as one sorted run per partition.  At the end of the
+task the spills of each partition are merged into the task's final run.  A
+reduce task merges the runs of every map task the same way, lazily, holding
+one block per run in memory.
+
+Merges are stable: for equal keys, values of an earlier run come first, so
+the order of values a reducer sees depends only on map task numbers and
+emission order, never on timing.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import os
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from operator import itemgetter
+from typing import Any
+
+from mapreduce.dataflow.keys import decode_key, encode_key
+from mapreduce.dataflow.partition import Partitioner
+from mapreduce.dataflow.records import Group, read_run, write_run
+
+CombineFn = Callable[[Any, Iterable[Any]], Iterable[Any]]
+
+_first = itemgetter(0)
+
+
+def partition_and_sort(
+    buffer: dict[Any, list[Any]],
+    partitioner: Partitioner,
+    num_reducers: int,
+    combine_fn: CombineFn | None,
+) -> list[list[Group]]:
+    """Split an in-memory buffer into R lists of groups sorted by key bytes.
+
+    The combiner, if any, is applied to each key's values on the way.
+    """
+    parts: list[list[Group]] = [[] for _ in range(num_reducers)]
+    for key, values in buffer.items():
+        key_bytes = encode_key(key)
+        if combine_fn is not None and len(values) > 1:
+            values = list(combine_fn(key, iter(values)))
+        parts[partitioner(key, key_bytes)].append((key_bytes, values))
+    for groups in parts:
+        groups.sort(key=_first)
+    return parts
+
+
+def merge_groups(
+    runs: Sequence[Iterable[Group]], combine_fn: CombineFn | None = None
+) -> Iterator[Group]:
+    """Merge sorted runs into one sorted run with each key once.
+
+    Values of equal keys are concatenated in run order, then combined if
+    ``combine_fn`` is given.
+    """
+    if len(runs) == 1:
+        yield from runs[0]
+        return
+    merged = heapq.merge(*runs, key=_first)
+    for key_bytes, groups in itertools.groupby(merged, key=_first):
+        values: list[Any] = []
+        for _kb, vals in groups:
+            values.extend(vals)
+        if combine_fn is not None and len(values) > 1:
+            values = list(combine_fn(decode_key(key_bytes), iter(values)))
+        yield key_bytes, values
+
+
+def grouped_values(runs: Sequence[Iterable[Group]]) -> Iterator[tuple[bytes, Iterator[Any]]]:
+    """For a reducer: ``(key_bytes, values)`` in key order, ``values`` a lazy iterator.
+
+    The iterator of one key must be consumed (or dropped) before the next key is
+    taken, as with :func:`itertools.groupby`.
+    """
+    if not runs:
+        return
+    merged: Iterable[Group] = runs[0] if len(runs) == 1 else heapq.merge(*runs, key=_first)
+    for key_bytes, groups in itertools.groupby(merged, key=_first):
+        yield key_bytes, itertools.chain.from_iterable(vals for _kb, vals in groups)
+
+
+def merge_run_files(
+    paths: Sequence[str], out_path: str, combine_fn: CombineFn | None
+) -> tuple[int, int]:
+    """Merge the run files ``paths`` into ``out_path`` and delete them.
+
+    Returns:
+        ``(bytes, records)`` of the merged run.
+    """
+    result = write_run(out_path, merge_groups([read_run(p) for p in paths], combine_fn))
+    for path in paths:
+        os.remove(path)
+    return result

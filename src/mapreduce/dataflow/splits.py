@@ -1,0 +1,107 @@
+"""Turn input paths into input splits, one map task each.
+
+Inputs are files, directories (walked recursively, in name order) and glob
+patterns.  Names starting with ``_`` or ``.`` are skipped inside directories,
+as Hadoop does, so that one job's output directory (with ``_SUCCESS`` and
+``_summary.json``) can be the next job's input.
+
+Line-oriented files are cut into byte ranges of ``split_size`` bytes.  A line
+belongs to the split in which its first byte lies, so every line is read
+exactly once whatever the split size (see :func:`mapreduce.dataflow.formats.read_split`).
+Compressed (``.gz``) files and the ``files`` format give one split per file.
+"""
+
+from __future__ import annotations
+
+import glob
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from mapreduce.errors import InputError
+
+
+@dataclass(frozen=True)
+class InputSplit:
+    """A byte range ``[start, end)`` of one input file: the input of one map task.
+
+    For unsplittable inputs (``.gz``, the ``files`` format) ``start`` is 0 and
+    ``end`` is the file's size on disk.
+    """
+
+    path: str
+    start: int
+    end: int
+
+
+def _hidden(name: str) -> bool:
+    return name.startswith(("_", "."))
+
+
+def expand_inputs(inputs: Sequence[str]) -> list[str]:
+    """The input files named by ``inputs``, in a stable order, each once.
+
+    Raises:
+        InputError: an input does not exist or matches no file, or no file at all is found.
+    """
+    if not inputs:
+        raise InputError("no input given (--input)")
+    files: list[str] = []
+    for spec in inputs:
+        if os.path.isdir(spec):
+            files.extend(_walk(spec))
+        elif os.path.isfile(spec):
+            files.append(spec)
+        elif glob.has_magic(spec):
+            matched = sorted(glob.glob(spec))
+            if not matched:
+                raise InputError(f"input pattern {spec!r} matches no file")
+            for path in matched:
+                files.extend(_walk(path) if os.path.isdir(path) else [path])
+        else:
+            raise InputError(f"input {spec!r} does not exist")
+    seen: set[str] = set()
+    unique = []
+    for path in files:
+        real = os.path.realpath(path)
+        if real not in seen:
+            seen.add(real)
+            unique.append(path)
+    if not unique:
+        raise InputError(f"inputs {', '.join(inputs)} hold no file")
+    return unique
+
+
+def _walk(directory: str) -> Iterable[str]:
+    found: list[str] = []
+    for root, dirs, names in os.walk(directory):
+        dirs[:] = sorted(d for d in dirs if not _hidden(d))
+        found.extend(os.path.join(root, n) for n in sorted(names) if not _hidden(n))
+    return sorted(found)
+
+
+def is_splittable(path: str, input_format: str) -> bool:
+    """Whether ``path`` may be cut into byte ranges under ``input_format``."""
+    return input_format != "files" and not path.endswith(".gz")
+
+
+def plan_splits(files: Sequence[str], input_format: str, split_size: int) -> list[InputSplit]:
+    """Cut ``files`` into splits of at most ``split_size`` bytes (empty files give none)."""
+    if split_size < 1:
+        raise ValueError("split size must be at least 1 byte")
+    splits = []
+    for path in files:
+        try:
+            size = os.path.getsize(path)
+        except OSError as exc:
+            raise InputError(f"cannot read input {path}: {exc.strerror}") from exc
+        if size == 0 and input_format != "files":
+            continue
+        if not is_splittable(path, input_format):
+            splits.append(InputSplit(path, 0, size))
+            continue
+        splits.extend(
+            InputSplit(path, start, min(start + split_size, size))
+            for start in range(0, size, split_size)
+        )
+    return splits

@@ -1,0 +1,133 @@
+"""Plan a job: options, input splits and (for a range partitioner) the sampled boundaries.
+
+The sequential runner and, later, the master plan a job the same way, so that
+both hand identical :class:`~mapreduce.dataflow.runner.JobPlan` values to the
+task runners.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from dataclasses import dataclass, field
+
+from mapreduce import context
+from mapreduce.dataflow.formats import INPUT_FORMATS, read_split
+from mapreduce.dataflow.keys import encode_key
+from mapreduce.dataflow.partition import boundaries_from_sample
+from mapreduce.dataflow.runner import JobPlan
+from mapreduce.dataflow.splits import InputSplit, expand_inputs, plan_splits
+from mapreduce.errors import BadRecordError, UsageError
+from mapreduce.jobfile import Job, load_job
+
+DEFAULT_SPLIT_SIZE = 64 << 20
+DEFAULT_MEMORY_MB = 256
+
+
+@dataclass(frozen=True)
+class JobOptions:
+    """How to run a job: every ``mapreduce run`` flag that shapes the job.
+
+    Attributes:
+        job_path: the job file.
+        inputs: input files, directories and globs.
+        output: the output directory.
+        num_reducers: R, the number of reduce tasks and output files.
+        input_format: overrides the job file's ``INPUT_FORMAT`` when set.
+        split_size: the largest byte range of a line-oriented file one map task reads.
+        memory_mb: a map task's buffer budget before it spills to disk.
+        params: ``--param NAME=VALUE`` values for job code.
+        overwrite: replace an existing output directory.
+        skip_bad_records: how many bad records the job may skip in all.
+        use_combiner: run the job's ``combine`` (for testing that it changes nothing).
+        job_id: the job's id; a fresh one when empty.
+    """
+
+    job_path: str
+    inputs: tuple[str, ...]
+    output: str
+    num_reducers: int = 1
+    input_format: str | None = None
+    split_size: int = DEFAULT_SPLIT_SIZE
+    memory_mb: int = DEFAULT_MEMORY_MB
+    params: dict[str, str] = field(default_factory=dict)
+    overwrite: bool = False
+    skip_bad_records: int = 0
+    use_combiner: bool = True
+    job_id: str = ""
+
+    def validate(self) -> None:
+        """Reject impossible values, naming the flag.
+
+        Raises:
+            UsageError: a value is out of range.
+        """
+        if self.num_reducers < 1:
+            raise UsageError(f"--reducers must be at least 1 (got {self.num_reducers})")
+        if self.split_size < 1:
+            raise UsageError(f"--split-size must be at least 1 byte (got {self.split_size})")
+        if self.memory_mb < 1:
+            raise UsageError(f"--memory-mb must be at least 1 (got {self.memory_mb})")
+        if self.skip_bad_records < 0:
+            raise UsageError(f"--skip-bad-records must be 0 or more (got {self.skip_bad_records})")
+        if self.input_format is not None and self.input_format not in INPUT_FORMATS:
+            raise UsageError(
+                f"--input-format {self.input_format!r} is not one of "
+                f"{', '.join(sorted(INPUT_FORMATS))}"
+            )
+
+
+def new_job_id() -> str:
+    return "job-" + uuid.uuid4().hex[:12]
+
+
+def plan_job(options: JobOptions) -> tuple[Job, JobPlan, list[InputSplit]]:
+    """Load the job, list the input splits and build the plan every task receives.
+
+    Raises:
+        UsageError, JobDefinitionError, InputError: bad flags, job file or inputs.
+    """
+    options.validate()
+    job = load_job(options.job_path)
+    input_format = options.input_format or job.input_format or "lines"
+    files = expand_inputs(options.inputs)
+    splits = plan_splits(files, input_format, options.split_size)
+    plan = JobPlan(
+        job_id=options.job_id or new_job_id(),
+        job_path=options.job_path,
+        input_format=input_format,
+        num_reducers=options.num_reducers,
+        params=dict(options.params),
+        memory_bytes=options.memory_mb << 20,
+        use_combiner=options.use_combiner,
+    )
+    if job.range_partitioner is not None:
+        sampled = sample_keys(job, plan, splits, job.range_partitioner.sample_size)
+        plan = plan.with_boundaries(tuple(boundaries_from_sample(sampled, plan.num_reducers)))
+    return job, plan, splits
+
+
+def sample_keys(job: Job, plan: JobPlan, splits: list[InputSplit], size: int) -> list[bytes]:
+    """Run ``map`` over the first records of every split and collect the keys it emits.
+
+    Up to ``size`` input records are read in all, spread evenly over the splits.
+    Records that fail to decode or make ``map`` raise are left out of the sample;
+    the map phase reports them.
+    """
+    if not splits:
+        return []
+    per_split = max(1, size // len(splits))
+    keys: list[bytes] = []
+    with context.job_params_activated(plan.params):
+        for split in splits:
+            records = read_split(split, plan.input_format)
+            try:
+                for _offset, key, value in itertools.islice(records, per_split):
+                    try:
+                        pairs = list(job.map_fn(key, value) or ())
+                    except Exception:
+                        continue  # the map phase reports (or skips) this record
+                    keys.extend(encode_key(k) for k, _v in pairs)
+            except BadRecordError:
+                continue  # likewise: the map phase reports it with its offset
+    return keys

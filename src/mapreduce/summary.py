@@ -1,0 +1,113 @@
+"""The job summary: counters, record and byte counts, phase times, skipped records.
+
+Built from the committed attempt of every task (never from failed or
+duplicate attempts), printed at the end of a run and written to
+``OUTPUT/_summary.json``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from mapreduce.dataflow.runner import JobPlan, TaskResult
+
+#: How many skipped records the summary lists (all are counted).
+SKIPPED_LISTED = 20
+
+
+@dataclass(frozen=True)
+class SkippedRecord:
+    """A record a job skipped (``--skip-bad-records``).
+
+    Attributes:
+        task: the task that met it.
+        record: ``path@offset`` for map input, ``key=...`` for a reduce key group.
+        reason: the error it raised.
+    """
+
+    task: str
+    record: str
+    reason: str
+
+
+@dataclass
+class JobSummary:
+    """What a finished job did; :meth:`to_dict` is the ``_summary.json`` content."""
+
+    plan: JobPlan
+    output: str
+    map_results: list[TaskResult] = field(default_factory=list)
+    reduce_results: list[TaskResult] = field(default_factory=list)
+    skipped: list[SkippedRecord] = field(default_factory=list)
+    phase_seconds: dict[str, float] = field(default_factory=dict)
+
+    def counters(self) -> dict[str, int]:
+        """User counters summed over committed attempts, sorted by name."""
+        total: Counter[str] = Counter()
+        for result in [*self.map_results, *self.reduce_results]:
+            total.update(result.counters)
+        return dict(sorted(total.items()))
+
+    def system_counters(self) -> dict[str, int]:
+        maps, reduces = self.map_results, self.reduce_results
+        return {
+            "map_tasks": len(maps),
+            "reduce_tasks": len(reduces),
+            "map_input_records": _sum(r.input_records for r in maps),
+            "map_input_bytes": _sum(r.input_bytes for r in maps),
+            "map_output_records": _sum(r.output_records for r in maps),
+            "intermediate_bytes": _sum(r.output_bytes for r in maps),
+            "map_spills": _sum(r.spills for r in maps),
+            "reduce_input_records": _sum(r.input_records for r in reduces),
+            "reduce_output_records": _sum(r.output_records for r in reduces),
+            "output_bytes": _sum(r.output_bytes for r in reduces),
+            "skipped_records": len(self.skipped),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "job_id": self.plan.job_id,
+            "job_file": self.plan.job_path,
+            "output": self.output,
+            "input_format": self.plan.input_format,
+            "num_reducers": self.plan.num_reducers,
+            "params": self.plan.params,
+            "status": "succeeded",
+            "counters": self.counters(),
+            "system": self.system_counters(),
+            "phase_seconds": {k: round(v, 3) for k, v in self.phase_seconds.items()},
+            "skipped_records": [
+                {"task": s.task, "record": s.record, "reason": s.reason}
+                for s in self.skipped[:SKIPPED_LISTED]
+            ],
+        }
+
+    def render(self) -> str:
+        """A few human-readable lines for the end of a run."""
+        system = self.system_counters()
+        phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
+        lines = [
+            f"job {self.plan.job_id} succeeded: output in {self.output}",
+            f"  {system['map_tasks']} map tasks, {system['reduce_tasks']} reduce tasks ({phases})",
+            f"  map input: {system['map_input_records']} records, "
+            f"{system['map_input_bytes']} bytes; intermediate: "
+            f"{system['map_output_records']} records, {system['intermediate_bytes']} bytes",
+            f"  output: {system['reduce_output_records']} records, {system['output_bytes']} bytes",
+        ]
+        counters = self.counters()
+        if counters:
+            lines.append("  counters:")
+            lines.extend(f"    {name}: {value}" for name, value in counters.items())
+        if self.skipped:
+            lines.append(f"  skipped {len(self.skipped)} bad records:")
+            lines.extend(
+                f"    {s.record} ({s.task}): {s.reason}" for s in self.skipped[:SKIPPED_LISTED]
+            )
+        return "\n".join(lines)
+
+
+def _sum(values: Iterable[int]) -> int:
+    return sum(values)
