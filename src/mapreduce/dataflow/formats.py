@@ -65,14 +65,16 @@ def _decode(split: InputSplit, offset: int, line: bytes) -> str:
         return line.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRecordError(
-            split.path, offset + exc.start, f"invalid UTF-8 ({exc.reason})"
+            split.path, offset, f"invalid UTF-8 at byte {offset + exc.start} ({exc.reason})"
         ) from None
 
 
-def read_lines(split: InputSplit) -> Iterator[Record]:
+def read_lines(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
     """The ``lines`` format."""
     path = split.path
     for offset, line in raw_lines(split):
+        if skip and offset in skip:
+            continue
         if line.endswith(b"\n"):
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
         try:
@@ -82,10 +84,10 @@ def read_lines(split: InputSplit) -> Iterator[Record]:
         yield offset, (path, offset), text
 
 
-def read_jsonl(split: InputSplit) -> Iterator[Record]:
+def read_jsonl(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
     """The ``jsonl`` format: one JSON value a line."""
     path = split.path
-    for offset, key, text in read_lines(split):
+    for offset, key, text in read_lines(split, skip):
         if not text.strip():
             continue
         try:
@@ -97,15 +99,17 @@ def read_jsonl(split: InputSplit) -> Iterator[Record]:
         yield offset, key, value
 
 
-def read_tsv(split: InputSplit) -> Iterator[Record]:
+def read_tsv(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
     """The ``tsv`` format: ``key<TAB>value`` lines, as the output of a job."""
-    for offset, _key, text in read_lines(split):
+    for offset, _key, text in read_lines(split, skip):
         key, _tab, value = text.partition("\t")
         yield offset, key, value
 
 
-def read_files(split: InputSplit) -> Iterator[Record]:
+def read_files(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
     """The ``files`` format: one record per file."""
+    if 0 in skip:
+        return
     with _open(split.path) as f:
         data = f.read()
     yield 0, split.path, _decode(split, 0, data)
@@ -119,6 +123,8 @@ _READERS = {
 }
 
 
-def read_split(split: InputSplit, input_format: str) -> Iterator[Record]:
-    """Every record of ``split`` under ``input_format``."""
-    return _READERS[input_format](split)
+def read_split(
+    split: InputSplit, input_format: str, skip: frozenset[int] = frozenset()
+) -> Iterator[Record]:
+    """Every record of ``split`` under ``input_format``, but those at the offsets in ``skip``."""
+    return _READERS[input_format](split, skip)

@@ -273,9 +273,7 @@ def run_map_task(
     offset = -1
     with context.activated(task, plan.params, counters):
         try:
-            for offset, key, value in read_split(split, plan.input_format):
-                if skip and offset in skip:
-                    continue
+            for offset, key, value in read_split(split, plan.input_format, skip):  # noqa: B007
                 records += 1
                 out = map_fn(key, value)
                 if out is None:

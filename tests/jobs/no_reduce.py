@@ -1,0 +1,2 @@
+def map(key, value):
+    yield key, value

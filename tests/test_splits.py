@@ -1,0 +1,95 @@
+"""Splits: every line read exactly once whatever the split size; inputs expansion."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from mapreduce.dataflow.formats import raw_lines, read_split
+from mapreduce.dataflow.splits import expand_inputs, plan_splits
+from mapreduce.errors import InputError
+
+line_text = st.text(
+    alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=30
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(line_text, max_size=40),
+    trailing_newline=st.booleans(),
+    crlf=st.booleans(),
+    split_size=st.integers(min_value=1, max_value=200),
+)
+def test_every_line_is_read_exactly_once(
+    tmp_path: Path, lines: list[str], trailing_newline: bool, crlf: bool, split_size: int
+) -> None:
+    newline = "\r\n" if crlf else "\n"
+    text = newline.join(lines) + (newline if trailing_newline and lines else "")
+    path = tmp_path / "input.txt"
+    data = text.encode("utf-8")
+    path.write_bytes(data)
+    splits = plan_splits([str(path)], "lines", split_size)
+    records = [rec for split in splits for rec in read_split(split, "lines")]
+    expected = text.split(newline) if text else []
+    if text.endswith(newline):
+        expected = expected[:-1]
+    assert [value for _offset, _key, value in records] == expected
+    offsets = [offset for offset, _key, _value in records]
+    assert offsets == sorted(set(offsets))
+    for offset, key, _value in records:
+        assert key == (str(path), offset)
+        assert offset == 0 or data[offset - 1 : offset] == b"\n"
+    # raw byte ranges: the lines of all splits concatenate to the file
+    assert b"".join(line for s in splits for _o, line in raw_lines(s)) == data
+
+
+def test_split_count_follows_split_size(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt"
+    path.write_text("x" * 99 + "\n")
+    assert len(plan_splits([str(path)], "lines", 10)) == 10
+    assert len(plan_splits([str(path)], "files", 10)) == 1
+
+
+def test_gzip_is_one_split_and_read_transparently(tmp_path: Path) -> None:
+    path = tmp_path / "a.txt.gz"
+    with gzip.open(path, "wt", encoding="utf-8") as f:
+        f.write("one\ntwo\nthree\n")
+    splits = plan_splits([str(path)], "lines", 4)
+    assert len(splits) == 1
+    assert [(o, v) for o, _k, v in read_split(splits[0], "lines")] == [
+        (0, "one"),
+        (4, "two"),
+        (8, "three"),
+    ]
+
+
+def test_expand_inputs_dirs_globs_and_hidden(tmp_path: Path) -> None:
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ["d/b.txt", "d/a.txt", "d/sub/c.txt", "d/_SUCCESS", "d/.hidden", "e.log"]:
+        (tmp_path / name).write_text("x\n")
+    got = expand_inputs([str(tmp_path / "d"), str(tmp_path / "*.log"), str(tmp_path / "d/a.txt")])
+    assert [Path(p).relative_to(tmp_path).as_posix() for p in got] == [
+        "d/a.txt",
+        "d/b.txt",
+        "d/sub/c.txt",
+        "e.log",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("missing.txt", "does not exist"),
+        ("*.nothing", "matches no file"),
+        ("empty", "hold no file"),
+    ],
+)
+def test_bad_inputs_are_named(tmp_path: Path, spec: str, message: str) -> None:
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(InputError, match=message):
+        expand_inputs([str(tmp_path / spec)])
