@@ -1,0 +1,85 @@
+"""Task and attempt records of the master, and their states (paper section 3.2)."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class TaskKind(enum.Enum):
+    MAP = "map"
+    REDUCE = "reduce"
+
+
+class TaskState(enum.Enum):
+    """The paper's three task states."""
+
+    IDLE = "idle"
+    IN_PROGRESS = "in-progress"
+    COMPLETED = "completed"
+
+
+class AttemptState(enum.Enum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"  # user code or the attempt failed: counts toward max attempts
+    KILLED = "killed"  # the framework stopped it (worker lost, lost a race): does not count
+
+
+@dataclass
+class Attempt:
+    """One execution of a task on one worker incarnation."""
+
+    number: int
+    worker_id: str
+    incarnation: str
+    started: float
+    last_progress: float
+    state: AttemptState = AttemptState.RUNNING
+    backup: bool = False
+
+
+@dataclass
+class Task:
+    """A map or reduce task of a job.
+
+    Attributes:
+        kind: map or reduce.
+        index: the map task's number or the reduce task's partition.
+        state: idle, in-progress or completed.
+        attempts: every attempt so far, by number.
+        failures: attempts that FAILED (KILLED ones do not count).
+        completed_attempt: the attempt whose output counts (the map output
+            reducers fetch, or the committed reduce output).
+        commit_granted: the reduce attempt allowed to commit, if any.
+        record_failures: how many attempts crashed on each record.
+        skip: records the next attempts skip.
+        lost_outputs: how many times a completed map's output was lost.
+        output_bytes: bytes of the completed attempt's output.
+        counters: user counters of the completed attempt.
+        last_error: the reason and traceback of the last failure.
+    """
+
+    kind: TaskKind
+    index: int
+    state: TaskState = TaskState.IDLE
+    attempts: dict[int, Attempt] = field(default_factory=dict)
+    failures: int = 0
+    completed_attempt: int | None = None
+    commit_granted: int | None = None
+    record_failures: dict[str, int] = field(default_factory=dict)
+    skip: list[str] = field(default_factory=list)
+    lost_outputs: int = 0
+    output_bytes: int = 0
+    counters: dict[str, int] = field(default_factory=dict)
+    last_error: str = ""
+
+    @property
+    def task_id(self) -> str:
+        return f"{self.kind.value}-{self.index:05d}"
+
+    def running(self) -> list[Attempt]:
+        return [a for a in self.attempts.values() if a.state is AttemptState.RUNNING]
+
+    def next_attempt_number(self) -> int:
+        return len(self.attempts)

@@ -1,0 +1,469 @@
+"""Scenario tests of the pure master state machine, one per failure case of the paper.
+
+No sockets, no threads, no sleeps: time is the ``now`` of each event, and
+``validate`` checks the invariants after every event.
+"""
+
+from __future__ import annotations
+
+import ast
+import random
+from pathlib import Path
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mapreduce.core import actions as act
+from mapreduce.core import events as ev
+from mapreduce.core.invariants import validate
+from mapreduce.core.master import JobState, MasterConfig, MasterState
+from mapreduce.core.tasks import AttemptState, TaskKind, TaskState
+
+MAP, REDUCE = TaskKind.MAP, TaskKind.REDUCE
+
+
+class Cluster:
+    """Drives a MasterState with terse helpers; validates after every event."""
+
+    def __init__(self, **config: float) -> None:
+        self.master = MasterState(MasterConfig(**config))  # type: ignore[arg-type]
+        self.now = 0.0
+        self.incarnations: dict[str, str] = {}
+        self.actions: list[act.Action] = []
+
+    def send(self, event: ev.Event) -> list[act.Action]:
+        out = self.master.handle(event)
+        validate(self.master)
+        self.actions.extend(out)
+        return out
+
+    def submit(self, job: str = "j", maps: int = 2, reduces: int = 1, **kw: object) -> None:
+        self.send(ev.JobSubmitted(self.now, job, maps, reduces, **kw))  # type: ignore[arg-type]
+
+    def register(self, worker: str, incarnation: str | None = None, slots: int = 1) -> None:
+        inc = incarnation or f"{worker}-inc{len(self.incarnations)}"
+        self.incarnations[worker] = inc
+        self.send(ev.WorkerRegistered(self.now, worker, inc, f"{worker}:1", slots))
+
+    def request(self, worker: str, slots: int = 1) -> list[act.AssignTask]:
+        out = self.send(ev.TaskRequested(self.now, worker, self.incarnations[worker], slots))
+        return [a for a in out if isinstance(a, act.AssignTask)]
+
+    def ref(self, a: act.AssignTask) -> ev.AttemptRef:
+        return ev.AttemptRef(a.job_id, a.kind, a.index, a.attempt)
+
+    def finish(self, a: act.AssignTask, counters: dict[str, int] | None = None) -> list[act.Action]:
+        inc = self.incarnations[a.worker_id]
+        if a.kind is MAP:
+            return self.send(
+                ev.MapTaskSucceeded(self.now, a.worker_id, inc, self.ref(a), 10, counters or {})
+            )
+        out = self.send(ev.ReduceCommitRequested(self.now, a.worker_id, inc, self.ref(a)))
+        if any(isinstance(x, act.GrantCommit) for x in out):
+            out += self.send(
+                ev.ReduceTaskSucceeded(self.now, a.worker_id, inc, self.ref(a), 5, counters or {})
+            )
+        return out
+
+    def fail(self, a: act.AssignTask, record: str = "") -> list[act.Action]:
+        inc = self.incarnations[a.worker_id]
+        return self.send(
+            ev.TaskFailed(self.now, a.worker_id, inc, self.ref(a), "ValueError: x", record, "tb")
+        )
+
+    def tick(self, dt: float) -> list[act.Action]:
+        self.now += dt
+        return self.send(ev.Tick(self.now))
+
+    def heartbeat(self, worker: str, running: tuple[ev.AttemptRef, ...] = ()) -> list[act.Action]:
+        return self.send(ev.HeartbeatReceived(self.now, worker, self.incarnations[worker], running))
+
+    def job(self, job: str = "j") -> JobState:
+        return self.master.jobs[job].state
+
+    def task(self, kind: TaskKind, index: int, job: str = "j"):  # type: ignore[no-untyped-def]
+        return self.master.jobs[job].tasks(kind)[index]
+
+
+def test_happy_path_maps_then_reduces() -> None:
+    c = Cluster()
+    c.submit(maps=2, reduces=2)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    (m1,) = c.request("w2")
+    assert (m0.kind, m0.index, m1.index) == (MAP, 0, 1)
+    assert c.request("w1") == []  # busy: one slot
+    out = c.finish(m0, {"lines": 3})
+    assert act.AnnounceMapOutput("j", 0, 0, "w1", "w1:1") in out
+    (r0,) = c.request("w1")
+    assert (r0.kind, r0.index) == (REDUCE, 0)  # reducers start before the map phase ends
+    c.finish(m1)
+    (r1,) = c.request("w2")
+    c.finish(r0)
+    out = c.finish(r1)
+    assert act.JobSucceeded("j") in out
+    assert c.job() is JobState.SUCCEEDED
+    assert c.master.map_locations("j") == [(0, 0, "w1:1"), (1, 0, "w2:1")]
+
+
+def test_dead_worker_in_progress_and_completed_maps_rerun() -> None:
+    """Paper 3.3: a dead worker's in-progress tasks and completed maps go back to idle."""
+    c = Cluster(worker_timeout=10)
+    c.submit(maps=2, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    (m1,) = c.request("w2")
+    c.finish(m0)  # w1's output is on w1's disk
+    (_r0,) = c.request("w1")
+    c.tick(6)
+    c.heartbeat("w2")
+    out = c.tick(6)  # w1 silent for 12 s
+    assert any(isinstance(a, act.WorkerLost) and a.worker_id == "w1" for a in out)
+    assert act.RetractMapOutput("j", 0, 0) in out
+    assert c.task(MAP, 0).state is TaskState.IDLE
+    assert c.task(REDUCE, 0).state is TaskState.IDLE
+    assert c.task(REDUCE, 0).attempts[0].state is AttemptState.KILLED
+    assert c.task(REDUCE, 0).failures == 0  # a lost worker is not the task's fault
+    c.finish(m1)
+    (again,) = c.request("w2")
+    assert (again.kind, again.index, again.attempt) == (MAP, 0, 1)
+
+
+def test_completed_reduces_are_kept_when_their_worker_dies() -> None:
+    c = Cluster(worker_timeout=10)
+    c.submit(maps=1, reduces=2)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    c.finish(m0)
+    (r0,) = c.request("w2")
+    c.finish(r0)
+    c.tick(5)
+    c.heartbeat("w1")
+    c.tick(6)  # w2 dies after committing reduce 0
+    assert c.task(REDUCE, 0).state is TaskState.COMPLETED
+    assert c.task(MAP, 0).state is TaskState.COMPLETED  # still needed by reduce 1, on w1
+
+
+def test_fetch_failure_reruns_the_map_without_charging_the_reducer() -> None:
+    c = Cluster()
+    c.submit(maps=1, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    c.finish(m0)
+    (r0,) = c.request("w2")
+    out = c.send(ev.FetchFailed(c.now, "w2", c.incarnations["w2"], c.ref(r0), 0, 0))
+    assert act.RetractMapOutput("j", 0, 0) in out
+    assert c.task(REDUCE, 0).state is TaskState.IN_PROGRESS  # the reducer keeps running
+    assert c.task(REDUCE, 0).failures == 0
+    (m0b,) = c.request("w1")
+    assert (m0b.index, m0b.attempt) == (0, 1)
+    out = c.finish(m0b)
+    assert act.AnnounceMapOutput("j", 0, 1, "w1", "w1:1") in out
+    # a late duplicate report about the old output changes nothing
+    assert c.send(ev.FetchFailed(c.now, "w2", c.incarnations["w2"], c.ref(r0), 0, 0)) == []
+    assert act.JobSucceeded("j") in c.finish(r0)
+
+
+def test_zombie_duplicate_and_late_reports_are_ignored() -> None:
+    c = Cluster(worker_timeout=10)
+    c.submit(maps=1, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    old_inc = c.incarnations["w1"]
+    c.tick(5)
+    c.heartbeat("w2")
+    c.tick(6)  # w1 declared dead
+    (m0b,) = c.request("w2")
+    # the zombie comes back with its old incarnation: told to re-register, report ignored
+    out = c.send(ev.MapTaskSucceeded(c.now, "w1", old_inc, c.ref(m0), 10, {"x": 1}))
+    assert out == [act.ReRegisterWorker("w1", old_inc)]
+    assert c.task(MAP, 0).state is TaskState.IN_PROGRESS
+    c.finish(m0b, {"x": 1})
+    c.finish(m0b, {"x": 1})  # duplicate report: no double counting
+    assert c.master.jobs["j"].completed[MAP] == 1
+    assert c.task(MAP, 0).counters == {"x": 1}
+
+
+def test_worker_restarting_on_the_same_address_loses_its_old_incarnation() -> None:
+    c = Cluster()
+    c.submit(maps=1, reduces=1)
+    c.register("w1", "first")
+    (_m0,) = c.request("w1")
+    out = c.send(ev.WorkerRegistered(c.now, "w1", "second", "w1:1", 1))
+    assert act.WorkerLost("w1", "first", "restarted with a new incarnation") in out
+    c.incarnations["w1"] = "second"
+    (again,) = c.request("w1")
+    assert (again.index, again.attempt, again.incarnation) == (0, 1, "second")
+    # the retried registration of the same incarnation is idempotent
+    assert c.send(ev.WorkerRegistered(c.now, "w1", "second", "w1:1", 1)) == []
+
+
+def test_task_failing_max_attempts_fails_the_job_with_the_last_error() -> None:
+    c = Cluster()
+    c.submit(maps=1, reduces=1, max_attempts=3)
+    c.register("w1")
+    for attempt in range(3):
+        (m0,) = c.request("w1")
+        assert m0.attempt == attempt
+        out = c.fail(m0, record="in.txt@7")
+    failed = [a for a in out if isinstance(a, act.JobFailed)]
+    assert failed and "map-00000 failed 3 times" in failed[0].reason
+    assert "on record in.txt@7" in failed[0].reason and "tb" in failed[0].reason
+    assert c.job() is JobState.FAILED
+    assert c.request("w1") == []
+
+
+def test_bad_record_is_skipped_after_repeated_failures() -> None:
+    """Paper 4.6: a record that crashes twice is skipped by the next attempt."""
+    c = Cluster()
+    c.submit(maps=1, reduces=1, max_attempts=3, skip_bad_records=1)
+    c.register("w1")
+    (a0,) = c.request("w1")
+    c.fail(a0, record="in.txt@7")
+    (a1,) = c.request("w1")
+    assert a1.skip == ()
+    c.fail(a1, record="in.txt@7")
+    (a2,) = c.request("w1")
+    assert a2.skip == ("in.txt@7",)
+    assert c.task(MAP, 0).failures == 0  # the record's failures are not the task's
+    c.finish(a2)
+    assert c.master.jobs["j"].skipped == 1
+
+
+def test_no_progress_fails_the_attempt_and_retries() -> None:
+    c = Cluster(task_timeout=30, worker_timeout=100)
+    c.submit(maps=1, reduces=1)
+    c.register("w1")
+    (m0,) = c.request("w1")
+    c.tick(20)
+    c.heartbeat("w1", (c.ref(m0),))  # progress at t=20
+    assert c.tick(20) == []
+    out = c.tick(15)  # 35 s without progress
+    assert any(isinstance(a, act.KillAttempt) and a.reason == "no progress" for a in out)
+    assert c.task(MAP, 0).failures == 1
+    (again,) = c.request("w1")
+    assert again.attempt == 1
+
+
+def test_backup_task_near_the_end_first_finisher_wins() -> None:
+    """Paper 3.6: the last in-progress task gets a backup; the loser is killed."""
+    c = Cluster(backup_after=5, worker_timeout=100)
+    c.submit(maps=2, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    (m1,) = c.request("w2")
+    c.finish(m1)
+    (r0,) = c.request("w2")  # reduce 0 waits for map 0
+    c.register("w3")
+    assert c.request("w3") == []  # the straggler is not old enough yet
+    c.tick(6)
+    (backup,) = c.request("w3")
+    assert (backup.kind, backup.index, backup.attempt) == (MAP, 0, 1)
+    out = c.finish(backup)
+    assert (
+        act.KillAttempt(
+            "w1", c.incarnations["w1"], "j", MAP, 0, 0, "another attempt finished first"
+        )
+        in out
+    )
+    assert c.finish(m0) == []  # the loser's late report is ignored
+    assert act.JobSucceeded("j") in c.finish(r0)
+
+
+def test_backup_tasks_can_be_turned_off() -> None:
+    c = Cluster(backup_after=0)
+    c.submit(maps=1, reduces=1, backup_tasks=False)
+    c.register("w1")
+    c.register("w2")
+    c.request("w1")
+    c.tick(100)
+    c.heartbeat("w1")
+    assert c.request("w2") == []
+
+
+def test_exactly_one_reduce_attempt_commits() -> None:
+    c = Cluster(backup_after=0)
+    c.submit(maps=1, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    c.finish(m0)
+    (r_a,) = c.request("w1")
+    (r_b,) = c.request("w2")  # backup
+    inc1, inc2 = c.incarnations["w1"], c.incarnations["w2"]
+    grant = c.send(ev.ReduceCommitRequested(c.now, "w1", inc1, c.ref(r_a)))
+    assert isinstance(grant[0], act.GrantCommit)
+    deny = c.send(ev.ReduceCommitRequested(c.now, "w2", inc2, c.ref(r_b)))
+    assert isinstance(deny[0], act.DenyCommit)
+    # the denied attempt's success report cannot complete the partition
+    c.send(ev.ReduceTaskSucceeded(c.now, "w2", inc2, c.ref(r_b), 1, {"c": 9}))
+    assert c.task(REDUCE, 0).state is TaskState.IN_PROGRESS
+    c.send(ev.ReduceTaskSucceeded(c.now, "w1", inc1, c.ref(r_a), 1, {"c": 1}))
+    assert c.job() is JobState.SUCCEEDED
+    assert c.task(REDUCE, 0).counters == {"c": 1}
+
+
+def test_commit_grant_released_when_the_granted_worker_dies() -> None:
+    c = Cluster(worker_timeout=10)
+    c.submit(maps=1, reduces=1)
+    c.register("w1")
+    c.register("w2")
+    (m0,) = c.request("w1")
+    c.finish(m0)
+    (r0,) = c.request("w2")
+    c.send(ev.ReduceCommitRequested(c.now, "w2", c.incarnations["w2"], c.ref(r0)))
+    c.tick(5)
+    c.heartbeat("w1")
+    c.tick(6)  # w2 dies between its grant and its report
+    assert c.task(REDUCE, 0).commit_granted is None
+    (r0b,) = c.request("w1")
+    out = c.finish(r0b)
+    assert act.JobSucceeded("j") in out
+
+
+def test_jobs_queue_and_run_in_order() -> None:
+    c = Cluster()
+    c.submit("a", maps=1, reduces=1)
+    c.submit("b", maps=1, reduces=1)
+    c.submit("a", maps=1, reduces=1)  # a retried submission changes nothing
+    c.register("w1")
+    assert c.job("b") is JobState.QUEUED
+    for _ in range(2):
+        (t,) = c.request("w1")
+        assert t.job_id == "a"
+        c.finish(t)
+    assert c.job("a") is JobState.SUCCEEDED and c.job("b") is JobState.RUNNING
+    (t,) = c.request("w1")
+    assert t.job_id == "b"
+
+
+def test_cancel_kills_running_attempts() -> None:
+    c = Cluster()
+    c.submit(maps=2, reduces=1)
+    c.register("w1", slots=2)
+    assigned = c.request("w1", slots=2)
+    assert len(assigned) == 2
+    out = c.send(ev.JobCancelled(c.now, "j"))
+    assert sum(isinstance(a, act.KillAttempt) for a in out) == 2
+    assert c.job() is JobState.CANCELLED
+
+
+def test_reducers_holding_every_slot_are_preempted_for_a_lost_map() -> None:
+    c = Cluster(worker_timeout=10, backup_after=1000)
+    c.submit(maps=2, reduces=2)
+    for w in ("w1", "w2", "w3"):
+        c.register(w)
+    (m0,) = c.request("w1")
+    (m1,) = c.request("w2")
+    c.finish(m0)
+    c.finish(m1)
+    (r0,) = c.request("w1")
+    (_r1,) = c.request("w2")
+    c.tick(6)
+    c.heartbeat("w1")
+    c.heartbeat("w2")
+    c.tick(6)  # w3 (idle) dies: nothing lost
+    c.send(ev.FetchFailed(c.now, "w1", c.incarnations["w1"], c.ref(r0), 1, 0))
+    out = c.tick(1)  # map 1 idle, both slots held by reducers
+    kills = [a for a in out if isinstance(a, act.KillAttempt)]
+    assert len(kills) == 1 and kills[0].kind is REDUCE
+    (again,) = c.request(kills[0].worker_id)
+    assert (again.kind, again.index) == (MAP, 1)
+
+
+def test_core_imports_no_io_modules() -> None:
+    banned = {"grpc", "socket", "threading", "asyncio", "time", "os", "random", "subprocess"}
+    core = Path(__file__).resolve().parent.parent / "src" / "mapreduce" / "core"
+    for path in core.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name.split(".")[0] for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module.split(".")[0]]
+            assert not banned & set(names), f"{path.name} imports {banned & set(names)}"
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.integers(min_value=0, max_value=2**32), st.integers(min_value=1, max_value=4))
+def test_random_interleavings_keep_every_promise(seed: int, reduces: int) -> None:
+    """Random events: no task lost, each partition committed once, attempts within the limit,
+    reports from dead incarnations ignored, and the job ends once the failures stop."""
+    rng = random.Random(seed)
+    c = Cluster(worker_timeout=10, task_timeout=50, backup_after=3)
+    c.submit(maps=rng.randint(0, 5), reduces=reduces, max_attempts=4, skip_bad_records=1)
+    workers = ["w1", "w2", "w3"]
+    for w in workers:
+        c.register(w)
+    running: list[act.AssignTask] = []
+    dead: list[tuple[str, str, act.AssignTask]] = []
+    for step in range(300):
+        calm = step > 200  # afterwards no more faults, so the job must finish
+        choice = rng.random()
+        if choice < 0.3:
+            w = rng.choice(workers)
+            running += c.request(w)
+        elif choice < 0.6 and running:
+            a = running.pop(rng.randrange(len(running)))
+            if calm or rng.random() < 0.85:
+                c.finish(a)
+            else:
+                c.fail(a, record=rng.choice(["", "r1"]))
+        elif choice < 0.7 and running and not calm:
+            a = rng.choice(running)
+            if a.kind is REDUCE and c.master.jobs["j"].maps:
+                c.send(ev.FetchFailed(c.now, a.worker_id, a.incarnation, c.ref(a), 0, 0))
+        elif choice < 0.75 and not calm:
+            w = rng.choice(workers)
+            for a in running:
+                if a.worker_id == w:
+                    dead.append((w, a.incarnation, a))
+            c.register(w, f"{w}-{step}")  # restart: a new incarnation
+        elif choice < 0.8 and dead:
+            w, inc, a = rng.choice(dead)  # a zombie's late report
+            out = c.send(ev.MapTaskSucceeded(c.now, w, inc, c.ref(a), 1, {}))
+            assert out in ([], [act.ReRegisterWorker(w, inc)])
+        else:
+            for w in workers:
+                c.heartbeat(w, tuple(c.ref(a) for a in running if a.worker_id == w))
+            c.tick(rng.choice([0.5, 2, 4]))
+        # forget assignments the master killed or moved
+        live = {(a.worker_id, a.incarnation) for a in running}
+        running = [
+            a
+            for a in running
+            if (a.worker_id, a.incarnation) in live
+            and c.master.is_current(a.worker_id, a.incarnation)
+            and c.task(a.kind, a.index).attempts[a.attempt].state is AttemptState.RUNNING
+        ]
+        if c.job() is not JobState.RUNNING:
+            break
+    for _ in range(200):  # drain: no faults, everyone finishes what it gets
+        if c.job() is not JobState.RUNNING:
+            break
+        for w in workers:
+            c.heartbeat(w)
+            for a in c.request(w):
+                c.finish(a)
+        for a in list(running):
+            if c.task(a.kind, a.index).attempts[a.attempt].state is AttemptState.RUNNING:
+                c.finish(a)
+        running = []
+        c.tick(4)
+    job = c.master.jobs["j"]
+    assert job.state in (JobState.SUCCEEDED, JobState.FAILED)
+    if job.state is JobState.SUCCEEDED:
+        assert all(t.state is TaskState.COMPLETED for t in job.reduces)
+        for t in job.reduces:
+            assert sum(a.state is AttemptState.SUCCEEDED for a in t.attempts.values()) == 1
+        assert sum(isinstance(a, act.JobSucceeded) for a in c.actions) == 1
+    else:
+        assert any(t.failures >= 4 or t.lost_outputs > 4 for t in [*job.maps, *job.reduces])
+    for t in [*job.maps, *job.reduces]:
+        assert t.failures <= 4
