@@ -273,12 +273,11 @@ def test_syntax_error_in_job_file(tmp_path: Path) -> None:
         (["--split-size", "lots"], "is not a size"),
         (["--param", "novalue"], "is not NAME=VALUE"),
         (["--input-format", "xml"], "invalid choice"),
-        ([], "add --local"),
     ],
 )
 def test_bad_flags_are_named(tmp_path: Path, flags: list[str], message: str) -> None:
     inp = write_lines(tmp_path / "in.txt", ["x"])
-    local = [] if not flags else ["--local"]
+    local = ["--local"]
     result = run_cli(
         "run", JOBS / "wordcount_plain.py", "-i", inp, "-o", tmp_path / "o", *flags, *local
     )

@@ -7,15 +7,27 @@ flag, job file, input or output), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import logging
+import os
 import re
+import signal
 import sys
 from collections.abc import Sequence
 
-from mapreduce import __version__
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc starts: no INFO noise
+
+import grpc
+
+from mapreduce import __version__, client
+from mapreduce.cluster import EmbeddedCluster
+from mapreduce.core.master import MasterConfig
 from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.errors import JobFailedError, MapReduceError, UsageError
 from mapreduce.local import run_local
+from mapreduce.master.driver import MasterDriver
+from mapreduce.master.service import serve_master
 from mapreduce.planning import DEFAULT_MEMORY_MB, DEFAULT_SPLIT_SIZE, JobOptions
+from mapreduce.worker.agent import Worker, WorkerConfig
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -37,14 +49,9 @@ def parse_param(text: str) -> tuple[str, str]:
     return name, value
 
 
-def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    run = subparsers.add_parser(
-        "run",
-        help="run a job",
-        description="Run the MapReduce job defined in JOB (a Python file with map and reduce).",
-    )
-    run.add_argument("job", metavar="JOB.py", help="the job file")
-    run.add_argument(
+def _add_job_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("job", metavar="JOB.py", help="the job file")
+    parser.add_argument(
         "--input",
         "-i",
         action="append",
@@ -54,14 +61,14 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="input files, directories (read recursively; names starting with _ or . are "
         "skipped) or glob patterns; repeatable",
     )
-    run.add_argument(
+    parser.add_argument(
         "--output",
         "-o",
         required=True,
         metavar="DIR",
         help="output directory; must not exist unless --overwrite",
     )
-    run.add_argument(
+    parser.add_argument(
         "--reducers",
         "-r",
         type=int,
@@ -69,25 +76,20 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="R",
         help="number of reduce tasks, hence of part-NNNNN files (default 1)",
     )
-    run.add_argument(
-        "--local",
-        action="store_true",
-        help="run sequentially in this process (the reference execution)",
-    )
-    run.add_argument(
+    parser.add_argument(
         "--input-format",
         choices=sorted(INPUT_FORMATS),
         help="how input is read; overrides the job file's INPUT_FORMAT "
         "(default: the job's, else lines)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--split-size",
         type=parse_size,
         default=DEFAULT_SPLIT_SIZE,
         metavar="SIZE",
         help="largest byte range of a file one map task reads, e.g. 64M (default 64M)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--memory-mb",
         type=int,
         default=DEFAULT_MEMORY_MB,
@@ -95,7 +97,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="map output kept in memory before spilling sorted runs to disk "
         f"(default {DEFAULT_MEMORY_MB})",
     )
-    run.add_argument(
+    parser.add_argument(
         "--param",
         "-p",
         action="append",
@@ -104,26 +106,141 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="NAME=VALUE",
         help="a parameter for job code, read with mapreduce.params(); repeatable",
     )
-    run.add_argument(
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="replace the output directory if it exists (only once the job has succeeded)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--skip-bad-records",
         type=int,
         default=0,
         metavar="N",
-        help="skip up to N records that fail to decode or make user code raise, "
-        "instead of failing the job (default 0)",
+        help="skip up to N records that fail to decode or make user code "
+        "raise, instead of failing the job (default 0)",
     )
-    run.add_argument(
+    parser.add_argument(
         "--no-combiner",
         dest="use_combiner",
         action="store_false",
         help="do not run the job's combine function",
     )
-    run.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+    parser.add_argument(
+        "--max-attempts",
+        type=int,
+        default=4,
+        metavar="N",
+        help="distributed: attempts of a task before the job fails (default 4)",
+    )
+    parser.add_argument(
+        "--no-backup-tasks",
+        dest="backup_tasks",
+        action="store_false",
+        help="distributed: never start backup attempts of straggling tasks",
+    )
+    parser.add_argument(
+        "--py-files",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="distributed: helper modules or package directories the job imports, shipped with it",
+    )
+    parser.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+
+
+def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    run = subparsers.add_parser(
+        "run",
+        help="run a job (on an embedded cluster, or --local)",
+        description="Run the MapReduce job defined in JOB (a Python file with map and reduce) "
+        "on an embedded cluster of --workers worker processes, or sequentially with --local.",
+    )
+    _add_job_flags(run)
+    run.add_argument(
+        "--local",
+        action="store_true",
+        help="run sequentially in this process (the reference execution)",
+    )
+    run.add_argument(
+        "--workers",
+        "-w",
+        type=int,
+        default=os.cpu_count() or 1,
+        metavar="N",
+        help="worker processes of the embedded cluster (default: the number of cores)",
+    )
+
+
+def _add_cluster_parsers(
+    subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    master = subparsers.add_parser("master", help="run a master daemon")
+    master.add_argument(
+        "--listen",
+        default="127.0.0.1:7070",
+        metavar="HOST:PORT",
+        help="address to serve on (default 127.0.0.1:7070)",
+    )
+    master.add_argument(
+        "--worker-timeout",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="declare a worker dead after this long without a heartbeat",
+    )
+    master.add_argument(
+        "--task-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="fail an attempt that makes no progress for this long",
+    )
+    master.add_argument(
+        "--backup-after",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="start backup attempts only for attempts older than this",
+    )
+
+    worker = subparsers.add_parser("worker", help="run a worker daemon")
+    worker.add_argument("--master", required=True, metavar="HOST:PORT")
+    worker.add_argument(
+        "--listen",
+        default="127.0.0.1:0",
+        metavar="HOST:PORT",
+        help="address of this worker's shuffle service (default 127.0.0.1, any port)",
+    )
+    worker.add_argument(
+        "--workdir",
+        default="",
+        metavar="DIR",
+        help="local directory for map output (default: a temporary one)",
+    )
+    worker.add_argument(
+        "--slots", type=int, default=1, metavar="N", help="tasks run at once (default 1)"
+    )
+    worker.add_argument(
+        "--fail-after",
+        type=int,
+        default=0,
+        metavar="N",
+        help="fault injection: exit abruptly after N finished tasks",
+    )
+    worker.add_argument("--name", default="", help="worker id (default: its address)")
+
+    submit = subparsers.add_parser("submit", help="submit a job to a running master")
+    _add_job_flags(submit)
+    submit.add_argument("--master", required=True, metavar="HOST:PORT")
+    submit.add_argument(
+        "--wait",
+        action="store_true",
+        help="follow the job until it ends; exit 0 only if it succeeded",
+    )
+
+    status = subparsers.add_parser("status", help="show the workers and jobs of a master")
+    status.add_argument("--master", required=True, metavar="HOST:PORT")
+    status.add_argument("--json", action="store_true", help="print JSON")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -134,16 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"mapreduce {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_run_parser(subparsers)
+    _add_cluster_parsers(subparsers)
     return parser
 
 
-def _run(args: argparse.Namespace) -> int:
-    if not args.local:
-        raise UsageError(
-            "the distributed runtime is not available yet: add --local to run the job "
-            "sequentially in this process"
-        )
-    options = JobOptions(
+def _job_options(args: argparse.Namespace) -> JobOptions:
+    return JobOptions(
         job_path=args.job,
         inputs=tuple(path for group in args.input for path in group),
         output=args.output,
@@ -156,9 +269,117 @@ def _run(args: argparse.Namespace) -> int:
         skip_bad_records=args.skip_bad_records,
         use_combiner=args.use_combiner,
     )
-    summary = run_local(options)
+
+
+def _print_summary(summary: dict[str, object]) -> None:
+    system = summary.get("system", {})
+    counters = summary.get("counters", {})
+    print(f"job {summary.get('job_id')} succeeded: output in {summary.get('output')}")
+    if isinstance(system, dict):
+        print(
+            f"  {system.get('map_tasks')} map tasks, {system.get('reduce_tasks')} reduce tasks; "
+            f"map input {system.get('map_input_records')} records; output "
+            f"{system.get('reduce_output_records')} records"
+        )
+    if isinstance(counters, dict) and counters:
+        print("  counters:")
+        for name, value in counters.items():
+            print(f"    {name}: {value}")
+
+
+def _run(args: argparse.Namespace) -> int:
+    options = _job_options(args)
+    if args.local:
+        summary = run_local(options)
+        if not args.quiet:
+            print(summary.render())
+        return 0
+    if args.workers < 1:
+        raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+    request = client.build_submission(
+        options, tuple(args.py_files), args.max_attempts, args.backup_tasks
+    )
+    with EmbeddedCluster(args.workers) as cluster:
+        stub = client.connect(cluster.address)
+        job_id = client.submit(stub, request)
+        result = client.wait_for(stub, job_id, out=None if args.quiet else sys.stderr)
     if not args.quiet:
-        print(summary.render())
+        _print_summary(result)
+    return 0
+
+
+def _master(args: argparse.Namespace) -> int:
+    config = MasterConfig(
+        worker_timeout=args.worker_timeout,
+        task_timeout=args.task_timeout,
+        backup_after=args.backup_after,
+    )
+    driver = MasterDriver(config)
+    server, port = serve_master(args.listen, driver)
+    print(f"master listening on {args.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    try:
+        server.wait_for_termination()
+    finally:
+        driver.stop()
+        server.stop(grace=None)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    logging.basicConfig(
+        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    if args.slots < 1:
+        raise UsageError(f"--slots must be at least 1 (got {args.slots})")
+    worker = Worker(
+        WorkerConfig(
+            master=args.master,
+            listen=args.listen,
+            workdir=args.workdir,
+            slots=args.slots,
+            fail_after=args.fail_after,
+            name=args.name,
+        )
+    )
+    signal.signal(signal.SIGTERM, lambda *_: worker.stop())
+    worker.run()
+    return 0
+
+
+def _submit(args: argparse.Namespace) -> int:
+    request = client.build_submission(
+        _job_options(args), tuple(args.py_files), args.max_attempts, args.backup_tasks
+    )
+    stub = client.connect(args.master)
+    job_id = client.submit(stub, request)
+    print(job_id, flush=True)
+    if args.wait:
+        result = client.wait_for(stub, job_id, out=None if args.quiet else sys.stderr)
+        if not args.quiet:
+            _print_summary(result)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from google.protobuf import json_format
+
+    from mapreduce.rpc._generated import mapreduce_pb2 as pb
+
+    stub = client.connect(args.master)
+    status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=30)
+    if args.json:
+        print(json_format.MessageToJson(status))
+        return 0
+    print(f"{len(status.workers)} workers")
+    for w in status.workers:
+        print(
+            f"  {w.worker_id}  {w.address}  running {w.running}/{w.slots}  "
+            f"last heartbeat {w.last_heartbeat_age:.1f}s ago"
+        )
+    print(f"{len(status.jobs)} jobs")
+    for job in status.jobs:
+        print("  " + client.progress_line(job) + (f" ({job.reason})" if job.reason else ""))
     return 0
 
 
@@ -166,9 +387,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``mapreduce`` command; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    commands = {
+        "run": _run,
+        "master": _master,
+        "worker": _worker,
+        "submit": _submit,
+        "status": _status,
+    }
     try:
-        if args.command == "run":
-            return _run(args)
+        return commands[args.command](args)
+    except grpc.RpcError as exc:
+        print(f"mapreduce: cannot reach the master: {exc.code()}: {exc.details()}", file=sys.stderr)
+        return 1
     except JobFailedError as exc:
         print(f"mapreduce: {exc}", file=sys.stderr)
         return 1
@@ -178,5 +408,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mapreduce: interrupted", file=sys.stderr)
         return 130
-    parser.error(f"unknown command {args.command}")
-    return 2

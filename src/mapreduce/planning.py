@@ -8,6 +8,7 @@ task runners.
 from __future__ import annotations
 
 import itertools
+import os
 import uuid
 from dataclasses import dataclass, field
 
@@ -90,7 +91,8 @@ def plan_job(options: JobOptions) -> tuple[Job, JobPlan, list[InputSplit]]:
     options.validate()
     job = load_job(options.job_path)
     input_format = options.input_format or job.input_format or "lines"
-    files = expand_inputs(options.inputs)
+    # Absolute paths: the same keys (path, offset) whichever directory or machine runs a task.
+    files = [os.path.abspath(path) for path in expand_inputs(options.inputs)]
     splits = plan_splits(files, input_format, options.split_size)
     plan = JobPlan(
         job_id=options.job_id or new_job_id(),

@@ -22,7 +22,7 @@ import sys
 import time
 import traceback
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -246,11 +246,13 @@ def run_map_task(
     attempt: int = 0,
     worker: str = "local",
     skip: frozenset[int] = frozenset(),
+    progress: Callable[[], None] | None = None,
 ) -> TaskResult:
     """Run one attempt of map task ``index`` over ``split``.
 
     Writes ``workdir/part-NNNNN.run`` for each of the R partitions (``workdir``
-    must exist and be private to this attempt).
+    must exist and be private to this attempt).  ``progress`` is called every
+    1024 records, so a supervisor can tell a slow task from a stuck one.
 
     Raises:
         RecordFailure: ``map`` raised on a record, or a record could not be decoded.
@@ -275,6 +277,8 @@ def run_map_task(
         try:
             for offset, key, value in read_split(split, plan.input_format, skip):  # noqa: B007
                 records += 1
+                if progress is not None and not records & 1023:
+                    progress()
                 out = map_fn(key, value)
                 if out is None:
                     continue
@@ -343,6 +347,7 @@ def run_reduce_task(
     attempt: int = 0,
     worker: str = "local",
     skip: frozenset[bytes] = frozenset(),
+    progress: Callable[[], None] | None = None,
 ) -> TaskResult:
     """Run one attempt of reduce task ``partition``.
 
@@ -375,6 +380,8 @@ def run_reduce_task(
         key_bytes = b""
         try:
             for key_bytes, values in groups:
+                if progress is not None:
+                    progress()
                 if skip and key_bytes in skip:
                     continue
                 key = decode_key(key_bytes)

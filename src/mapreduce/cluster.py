@@ -1,0 +1,100 @@
+"""The embedded cluster: a master and N worker processes on loopback, for one ``run``.
+
+The master runs in this process; each worker is a ``mapreduce worker`` child
+process.  Every process started here is stopped on exit, on error and on
+Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+from types import TracebackType
+
+from mapreduce.core.master import MasterConfig
+from mapreduce.master.driver import MasterDriver
+from mapreduce.master.service import serve_master
+
+
+class EmbeddedCluster:
+    """``with EmbeddedCluster(workers=2) as cluster: ... cluster.address ...``"""
+
+    def __init__(
+        self,
+        workers: int,
+        config: MasterConfig | None = None,
+        worker_args: tuple[str, ...] = (),
+    ) -> None:
+        self.num_workers = workers
+        self.config = config
+        self.worker_args = worker_args
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.scratch = ""
+        self.address = ""
+
+    def __enter__(self) -> EmbeddedCluster:
+        self.scratch = tempfile.mkdtemp(prefix="mapreduce-cluster-")
+        self.driver = MasterDriver(self.config)
+        self.server, port = serve_master("127.0.0.1:0", self.driver)
+        self.address = f"127.0.0.1:{port}"
+        try:
+            for i in range(self.num_workers):
+                self.start_worker(i)
+        except BaseException:
+            self.close()
+            raise
+        return self
+
+    def start_worker(self, i: int, *extra: str) -> subprocess.Popen[bytes]:
+        workdir = os.path.join(self.scratch, f"worker-{i}")
+        process = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "mapreduce",
+                "worker",
+                "--master",
+                self.address,
+                "--workdir",
+                workdir,
+                *self.worker_args,
+                *extra,
+            ],
+            stdin=subprocess.DEVNULL,
+            env={
+                **os.environ,
+                "GRPC_VERBOSITY": os.environ.get("GRPC_VERBOSITY", "ERROR"),
+                "MAPREDUCE_LOG_LEVEL": os.environ.get("MAPREDUCE_LOG_LEVEL", "WARNING"),
+            },
+            start_new_session=True,  # Ctrl-C reaches us, and we stop the workers
+        )
+        self.processes.append(process)
+        return process
+
+    def close(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(timeout=5)
+            except subprocess.TimeoutExpired:
+                os.killpg(process.pid, signal.SIGKILL)
+                process.wait()
+        self.driver.stop()
+        self.server.stop(grace=None)
+        shutil.rmtree(self.scratch, ignore_errors=True)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.close()

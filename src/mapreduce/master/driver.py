@@ -1,0 +1,165 @@
+"""The master's shell: owns the state machine, the clock, the lock; carries out actions.
+
+The gRPC servicer turns each request into one event and calls
+:meth:`MasterDriver.handle`; a ticker thread sends :class:`~mapreduce.core.events.Tick`.
+Actions that need I/O (committing or aborting a job's output) and actions that
+are delivered later (kills, through heartbeat replies) are carried out here.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from mapreduce.core import actions as act
+from mapreduce.core import events as ev
+from mapreduce.core.master import JobState, MasterConfig, MasterState
+from mapreduce.core.tasks import AttemptState, TaskKind, TaskState
+from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.dataflow.runner import TaskResult
+from mapreduce.rpc.convert import ShippedJob
+from mapreduce.summary import JobSummary, SkippedRecord
+
+
+@dataclass
+class JobEntry:
+    """What the shell keeps about a job besides the state machine's record."""
+
+    shipped: ShippedJob
+    committer: OutputCommitter
+    submitted: float
+    results: dict[tuple[TaskKind, int], TaskResult] = field(default_factory=dict)
+    summary_json: str = ""
+    finished: float | None = None
+
+
+class MasterDriver:
+    """Serialises events into the :class:`MasterState` and executes its actions."""
+
+    def __init__(
+        self,
+        config: MasterConfig | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        tick_interval: float = 0.5,
+    ) -> None:
+        self.state = MasterState(config)
+        self.clock = clock
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.jobs: dict[str, JobEntry] = {}
+        self.kills: dict[str, list[ev.AttemptRef]] = {}
+        self.finished_jobs: list[str] = []
+        self._tick_interval = tick_interval
+        self._stop = threading.Event()
+        self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
+
+    def start(self) -> None:
+        self._ticker.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def now(self) -> float:
+        return self.clock()
+
+    def _tick_loop(self) -> None:
+        while not self._stop.wait(self._tick_interval):
+            self.handle(ev.Tick(self.now()))
+
+    def handle(self, event: ev.Event, result: TaskResult | None = None) -> list[act.Action]:
+        """Apply ``event``; ``result`` is the stats of a success report, kept if it counts."""
+        with self.lock:
+            actions = self.state.handle(event)
+            if result is not None and isinstance(
+                event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded
+            ):
+                self._keep_result(event.ref, result)
+            for action in actions:
+                self._execute(action)
+            self.changed.notify_all()
+            return actions
+
+    def _keep_result(self, ref: ev.AttemptRef, result: TaskResult) -> None:
+        job = self.state.jobs.get(ref.job_id)
+        entry = self.jobs.get(ref.job_id)
+        if job is None or entry is None:
+            return
+        task = job.tasks(ref.kind)[ref.index]
+        if task.completed_attempt == ref.attempt:
+            entry.results[(ref.kind, ref.index)] = result
+
+    def _execute(self, action: act.Action) -> None:
+        match action:
+            case act.KillAttempt():
+                self.kills.setdefault(action.worker_id, []).append(
+                    ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
+                )
+            case act.JobSucceeded():
+                self._commit(action.job_id)
+            case act.JobFailed():
+                entry = self.jobs.get(action.job_id)
+                if entry is not None:
+                    entry.committer.abort()
+                    entry.finished = self.now()
+                self.finished_jobs.append(action.job_id)
+            case _:
+                pass  # assignments, grants and map outputs are answered by the servicer
+
+    def _commit(self, job_id: str) -> None:
+        entry = self.jobs[job_id]
+        job = self.state.jobs[job_id]
+        summary = JobSummary(plan=entry.shipped.plan, output=entry.committer.output)
+        for kind, tasks, results in (
+            (TaskKind.MAP, job.maps, summary.map_results),
+            (TaskKind.REDUCE, job.reduces, summary.reduce_results),
+        ):
+            for task in tasks:
+                found = entry.results.get((kind, task.index))
+                if found is not None:
+                    results.append(found)
+        for task in [*job.maps, *job.reduces]:
+            summary.skipped.extend(
+                SkippedRecord(task.task_id, record, "crashed user code in repeated attempts")
+                for record in task.skip
+            )
+        summary.phase_seconds["total"] = self.now() - entry.submitted
+        data = summary.to_dict()
+        try:
+            entry.committer.commit_job(data)
+        except OSError as exc:
+            job.state = JobState.FAILED
+            job.reason = f"committing the output failed: {exc}"
+            return
+        finally:
+            entry.finished = self.now()
+            self.finished_jobs.append(job_id)
+        entry.summary_json = json.dumps(data, sort_keys=True)
+
+    # -- queries for the servicer ------------------------------------------------
+
+    def take_kills(self, worker_id: str) -> list[ev.AttemptRef]:
+        with self.lock:
+            return self.kills.pop(worker_id, [])
+
+    def attempt_running(self, ref: ev.AttemptRef) -> bool:
+        with self.lock:
+            job = self.state.jobs.get(ref.job_id)
+            if job is None or ref.index >= len(job.tasks(ref.kind)):
+                return False
+            attempt = job.tasks(ref.kind)[ref.index].attempts.get(ref.attempt)
+            return attempt is not None and attempt.state is AttemptState.RUNNING
+
+    def failed_attempts(self, job_id: str) -> int:
+        job = self.state.jobs[job_id]
+        return sum(
+            a.state is AttemptState.FAILED
+            for t in [*job.maps, *job.reduces]
+            for a in t.attempts.values()
+        )
+
+    def done_count(self, job_id: str, kind: TaskKind) -> int:
+        job = self.state.jobs[job_id]
+        return sum(t.state is TaskState.COMPLETED for t in job.tasks(kind))

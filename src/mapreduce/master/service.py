@@ -1,0 +1,337 @@
+"""The Master gRPC servicer: translate a request to an event, call the driver, translate back.
+
+No scheduling decision is made here.  Invalid requests get INVALID_ARGUMENT,
+unknown jobs NOT_FOUND, and a refused submission FAILED_PRECONDITION; no
+request can crash the server.
+"""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from concurrent import futures
+from typing import Any, TypeVar
+
+import grpc
+
+from mapreduce.core import actions as act
+from mapreduce.core import events as ev
+from mapreduce.core.master import JobState
+from mapreduce.core.tasks import TaskKind
+from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.errors import MapReduceError
+from mapreduce.master.driver import JobEntry, MasterDriver
+from mapreduce.rpc import convert
+from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+
+HEARTBEAT_INTERVAL = 1.0
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _guarded(method: F) -> F:
+    """Map bad requests to gRPC status codes instead of internal errors."""
+
+    @functools.wraps(method)
+    def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        try:
+            return method(self, request, context)
+        except convert.BadMessage as exc:
+            context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
+        except KeyError as exc:
+            context.abort(grpc.StatusCode.NOT_FOUND, f"unknown id {exc}")
+
+    return wrapper  # type: ignore[return-value]
+
+
+class MasterService(pb_grpc.MasterServicer):
+    def __init__(self, driver: MasterDriver) -> None:
+        self.driver = driver
+
+    def _now(self) -> float:
+        return self.driver.now()
+
+    @_guarded
+    def RegisterWorker(
+        self, request: pb.RegisterWorkerRequest, context: grpc.ServicerContext
+    ) -> pb.RegisterWorkerReply:
+        if request.protocol_version != convert.PROTOCOL_VERSION:
+            context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"protocol version {request.protocol_version} != master's "
+                f"{convert.PROTOCOL_VERSION}",
+            )
+        w = request.worker
+        if not w.worker_id or not w.incarnation or not request.shuffle_address:
+            raise convert.BadMessage("worker id, incarnation and shuffle address are required")
+        self.driver.handle(
+            ev.WorkerRegistered(
+                self._now(),
+                w.worker_id,
+                w.incarnation,
+                request.shuffle_address,
+                max(1, request.slots),
+            )
+        )
+        return pb.RegisterWorkerReply(heartbeat_interval=HEARTBEAT_INTERVAL)
+
+    @_guarded
+    def Heartbeat(
+        self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
+    ) -> pb.HeartbeatReply:
+        w = request.worker
+        running = tuple(convert.attempt_from_pb(a) for a in request.running)
+        out = self.driver.handle(
+            ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, running)
+        )
+        reregister = any(isinstance(a, act.ReRegisterWorker) for a in out)
+        kills = self.driver.take_kills(w.worker_id)
+        with self.driver.lock:
+            finished = list(self.driver.finished_jobs)
+        return pb.HeartbeatReply(
+            kill=[convert.attempt_to_pb(k) for k in kills],
+            reregister=reregister,
+            finished_jobs=finished[-100:],
+        )
+
+    @_guarded
+    def RequestTask(
+        self, request: pb.RequestTaskRequest, context: grpc.ServicerContext
+    ) -> pb.RequestTaskReply:
+        w = request.worker
+        with self.driver.lock:
+            out = self.driver.handle(
+                ev.TaskRequested(self._now(), w.worker_id, w.incarnation, request.free_slots)
+            )
+            reply = pb.RequestTaskReply(
+                reregister=any(isinstance(a, act.ReRegisterWorker) for a in out)
+            )
+            specs: set[str] = set()
+            for action in out:
+                if not isinstance(action, act.AssignTask):
+                    continue
+                entry = self.driver.jobs[action.job_id]
+                ref = ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
+                assignment = pb.TaskAssignment(
+                    attempt=convert.attempt_to_pb(ref),
+                    skip=list(action.skip),
+                    num_maps=len(entry.shipped.splits),
+                )
+                if action.kind is TaskKind.MAP:
+                    assignment.split.CopyFrom(
+                        convert.split_to_pb(entry.shipped.splits[action.index])
+                    )
+                reply.tasks.append(assignment)
+                if action.job_id not in specs:
+                    specs.add(action.job_id)
+                    spec = convert.job_to_pb(entry.shipped)
+                    del spec.splits[:]
+                    reply.jobs.append(spec)
+            return reply
+
+    @_guarded
+    def ReportMapDone(
+        self, request: pb.ReportMapDoneRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ref = convert.attempt_from_pb(request.attempt)
+        w = request.worker
+        result = convert.stats_from_pb(ref, request.stats)
+        self.driver.handle(
+            ev.MapTaskSucceeded(
+                self._now(),
+                w.worker_id,
+                w.incarnation,
+                ref,
+                request.stats.output_bytes,
+                dict(request.stats.counters),
+            ),
+            result,
+        )
+        return pb.Ack()
+
+    @_guarded
+    def RequestCommit(
+        self, request: pb.RequestCommitRequest, context: grpc.ServicerContext
+    ) -> pb.RequestCommitReply:
+        ref = convert.attempt_from_pb(request.attempt)
+        w = request.worker
+        out = self.driver.handle(
+            ev.ReduceCommitRequested(self._now(), w.worker_id, w.incarnation, ref)
+        )
+        return pb.RequestCommitReply(granted=any(isinstance(a, act.GrantCommit) for a in out))
+
+    @_guarded
+    def ReportReduceDone(
+        self, request: pb.ReportReduceDoneRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ref = convert.attempt_from_pb(request.attempt)
+        w = request.worker
+        result = convert.stats_from_pb(ref, request.stats)
+        self.driver.handle(
+            ev.ReduceTaskSucceeded(
+                self._now(),
+                w.worker_id,
+                w.incarnation,
+                ref,
+                request.stats.output_bytes,
+                dict(request.stats.counters),
+            ),
+            result,
+        )
+        return pb.Ack()
+
+    @_guarded
+    def ReportTaskFailed(
+        self, request: pb.ReportTaskFailedRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ref = convert.attempt_from_pb(request.attempt)
+        w = request.worker
+        self.driver.handle(
+            ev.TaskFailed(
+                self._now(),
+                w.worker_id,
+                w.incarnation,
+                ref,
+                request.reason,
+                request.record,
+                request.traceback,
+            )
+        )
+        return pb.Ack()
+
+    @_guarded
+    def ReportFetchFailed(
+        self, request: pb.ReportFetchFailedRequest, context: grpc.ServicerContext
+    ) -> pb.Ack:
+        ref = convert.attempt_from_pb(request.reduce_attempt)
+        w = request.worker
+        self.driver.handle(
+            ev.FetchFailed(
+                self._now(),
+                w.worker_id,
+                w.incarnation,
+                ref,
+                request.map_index,
+                request.map_attempt,
+            )
+        )
+        return pb.Ack()
+
+    @_guarded
+    def GetMapOutputs(
+        self, request: pb.GetMapOutputsRequest, context: grpc.ServicerContext
+    ) -> pb.GetMapOutputsReply:
+        ref = convert.attempt_from_pb(request.reduce_attempt)
+        with self.driver.lock:
+            if ref.job_id not in self.driver.state.jobs:
+                raise KeyError(ref.job_id)
+            locations = self.driver.state.map_locations(ref.job_id)
+            alive = self.driver.attempt_running(ref) and self.driver.state.is_current(
+                request.worker.worker_id, request.worker.incarnation
+            )
+        return pb.GetMapOutputsReply(
+            outputs=[
+                pb.MapOutputLocation(map_index=i, map_attempt=a, address=addr)
+                for i, a, addr in locations
+            ],
+            attempt_alive=alive,
+        )
+
+    @_guarded
+    def SubmitJob(
+        self, request: pb.SubmitJobRequest, context: grpc.ServicerContext
+    ) -> pb.SubmitJobReply:
+        shipped = convert.job_from_pb(request.spec)
+        job_id = shipped.plan.job_id
+        with self.driver.lock:
+            if job_id in self.driver.jobs:
+                return pb.SubmitJobReply(job_id=job_id)  # a retried submission
+            committer = OutputCommitter(shipped.output, job_id, overwrite=request.overwrite)
+            try:
+                committer.prepare()
+            except (MapReduceError, OSError) as exc:
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+            now = self._now()
+            self.driver.jobs[job_id] = JobEntry(shipped, committer, now)
+            self.driver.handle(
+                ev.JobSubmitted(
+                    now,
+                    job_id,
+                    len(shipped.splits),
+                    shipped.plan.num_reducers,
+                    max(1, request.max_attempts or 4),
+                    request.skip_bad_records,
+                    request.backup_tasks,
+                )
+            )
+        return pb.SubmitJobReply(job_id=job_id)
+
+    def _job_status(self, job_id: str) -> pb.JobStatus:
+        job = self.driver.state.jobs[job_id]
+        entry = self.driver.jobs[job_id]
+        state = job.state
+        if state is JobState.SUCCEEDED and not entry.summary_json:
+            state = JobState.RUNNING  # the output is being committed
+        return pb.JobStatus(
+            job_id=job_id,
+            state=state.value,
+            reason=job.reason,
+            maps_total=len(job.maps),
+            maps_done=self.driver.done_count(job_id, TaskKind.MAP),
+            reduces_total=len(job.reduces),
+            reduces_done=self.driver.done_count(job_id, TaskKind.REDUCE),
+            failed_attempts=self.driver.failed_attempts(job_id),
+            summary_json=entry.summary_json,
+        )
+
+    @_guarded
+    def GetJobStatus(
+        self, request: pb.GetJobStatusRequest, context: grpc.ServicerContext
+    ) -> pb.JobStatus:
+        with self.driver.lock:
+            return self._job_status(request.job_id)
+
+    @_guarded
+    def CancelJob(self, request: pb.CancelJobRequest, context: grpc.ServicerContext) -> pb.Ack:
+        with self.driver.lock:
+            if request.job_id not in self.driver.state.jobs:
+                raise KeyError(request.job_id)
+            self.driver.handle(ev.JobCancelled(self._now(), request.job_id))
+        return pb.Ack()
+
+    @_guarded
+    def GetClusterStatus(
+        self, request: pb.GetClusterStatusRequest, context: grpc.ServicerContext
+    ) -> pb.ClusterStatus:
+        with self.driver.lock:
+            now = self._now()
+            workers = [
+                pb.WorkerStatus(
+                    worker_id=w.worker_id,
+                    address=w.address,
+                    slots=w.slots,
+                    running=len(w.running),
+                    last_heartbeat_age=now - w.last_heartbeat,
+                )
+                for w in sorted(self.driver.state.workers.values(), key=lambda w: w.worker_id)
+            ]
+            jobs = [self._job_status(job_id) for job_id in self.driver.state.queue]
+        return pb.ClusterStatus(workers=workers, jobs=jobs)
+
+
+def serve_master(
+    listen: str, driver: MasterDriver, max_workers: int = 32
+) -> tuple[grpc.Server, int]:
+    """Start the Master service on ``listen`` (port 0: any); return the server and its port."""
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="master-rpc"),
+        options=convert.GRPC_OPTIONS,
+    )
+    pb_grpc.add_MasterServicer_to_server(MasterService(driver), server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    driver.start()
+    return server, port

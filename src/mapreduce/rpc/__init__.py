@@ -1,0 +1,1 @@
+"""gRPC plumbing: generated stubs, conversions and channel/server options."""

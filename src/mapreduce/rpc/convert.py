@@ -1,0 +1,154 @@
+"""The only module that knows both the protobuf messages and the Python values.
+
+Also the gRPC options every server and channel uses: message size limits are
+set explicitly (gRPC's default receive limit is 4 MiB).
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+from mapreduce.core.events import AttemptRef
+from mapreduce.core.tasks import TaskKind
+from mapreduce.dataflow.runner import JobPlan, TaskResult
+from mapreduce.dataflow.splits import InputSplit
+from mapreduce.rpc._generated import mapreduce_pb2 as pb
+
+PROTOCOL_VERSION = 1
+
+#: Largest message accepted or sent: job specs carry the job's code.
+MAX_MESSAGE_BYTES = 64 << 20
+#: Shuffle data is streamed in chunks of this size.
+CHUNK_BYTES = 1 << 20
+
+GRPC_OPTIONS = [
+    ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),
+]
+
+_KINDS = {TaskKind.MAP: pb.MAP, TaskKind.REDUCE: pb.REDUCE}
+_KINDS_BACK = {v: k for k, v in _KINDS.items()}
+
+
+class BadMessage(ValueError):
+    """A request carries an invalid value (answered with INVALID_ARGUMENT)."""
+
+
+@dataclass(frozen=True)
+class ShippedJob:
+    """A job as submitted: its plan, its code and where its output goes."""
+
+    plan: JobPlan
+    job_file_name: str
+    job_source: bytes
+    py_files: tuple[tuple[str, bytes], ...]
+    output: str
+    splits: tuple[InputSplit, ...]
+
+
+def attempt_to_pb(ref: AttemptRef) -> pb.AttemptId:
+    return pb.AttemptId(
+        job_id=ref.job_id, kind=_KINDS[ref.kind], index=ref.index, attempt=ref.attempt
+    )
+
+
+def attempt_from_pb(msg: pb.AttemptId) -> AttemptRef:
+    if msg.kind not in _KINDS_BACK:
+        raise BadMessage(f"unknown task kind {msg.kind}")
+    if not msg.job_id:
+        raise BadMessage("missing job id")
+    return AttemptRef(msg.job_id, _KINDS_BACK[msg.kind], msg.index, msg.attempt)
+
+
+def split_to_pb(split: InputSplit) -> pb.InputSplit:
+    return pb.InputSplit(path=split.path, start=split.start, end=split.end)
+
+
+def split_from_pb(msg: pb.InputSplit) -> InputSplit:
+    return InputSplit(msg.path, msg.start, msg.end)
+
+
+def job_to_pb(job: ShippedJob) -> pb.JobSpec:
+    plan = job.plan
+    return pb.JobSpec(
+        job_id=plan.job_id,
+        job_file_name=job.job_file_name,
+        job_source=job.job_source,
+        py_files=[pb.ShippedFile(name=n, content=c) for n, c in job.py_files],
+        input_format=plan.input_format,
+        num_reducers=plan.num_reducers,
+        params=plan.params,
+        memory_bytes=plan.memory_bytes,
+        use_combiner=plan.use_combiner,
+        has_boundaries=plan.boundaries is not None,
+        boundaries=list(plan.boundaries or ()),
+        output=job.output,
+        splits=[split_to_pb(s) for s in job.splits],
+    )
+
+
+def _safe_name(name: str) -> str:
+    if not name or os.path.isabs(name) or ".." in name.split("/") or "\\" in name:
+        raise BadMessage(f"shipped file name {name!r} must be a relative path without '..'")
+    return name
+
+
+def job_from_pb(msg: pb.JobSpec) -> ShippedJob:
+    if not msg.job_id or msg.num_reducers < 1:
+        raise BadMessage("a job needs a job id and at least one reducer")
+    name = _safe_name(msg.job_file_name)
+    if "/" in name:
+        raise BadMessage("job_file_name must be a base name")
+    plan = JobPlan(
+        job_id=msg.job_id,
+        job_path=name,
+        input_format=msg.input_format,
+        num_reducers=msg.num_reducers,
+        params=dict(msg.params),
+        memory_bytes=msg.memory_bytes,
+        use_combiner=msg.use_combiner,
+        boundaries=tuple(msg.boundaries) if msg.has_boundaries else None,
+    )
+    return ShippedJob(
+        plan=plan,
+        job_file_name=name,
+        job_source=msg.job_source,
+        py_files=tuple((_safe_name(f.name), f.content) for f in msg.py_files),
+        output=msg.output,
+        splits=tuple(split_from_pb(s) for s in msg.splits),
+    )
+
+
+def stats_to_pb(result: TaskResult) -> pb.TaskStats:
+    return pb.TaskStats(
+        input_records=result.input_records,
+        input_bytes=result.input_bytes,
+        output_records=result.output_records,
+        output_bytes=result.output_bytes,
+        spills=result.spills,
+        seconds=result.seconds,
+        counters=result.counters,
+        partition_sizes=list(result.output_sizes),
+    )
+
+
+def stats_from_pb(ref: AttemptRef, msg: pb.TaskStats) -> TaskResult:
+    prefix = "map" if ref.kind is TaskKind.MAP else "reduce"
+    return TaskResult(
+        task_id=f"{prefix}-{ref.index:05d}",
+        attempt=ref.attempt,
+        outputs=(),
+        output_sizes=tuple(msg.partition_sizes),
+        input_records=msg.input_records,
+        input_bytes=msg.input_bytes,
+        output_records=msg.output_records,
+        output_bytes=msg.output_bytes,
+        counters=dict(msg.counters),
+        spills=msg.spills,
+        seconds=msg.seconds,
+    )

@@ -1,0 +1,459 @@
+"""The worker daemon: registers, heartbeats, asks for tasks, runs them, serves map output.
+
+Each attempt runs in a thread of this process that supervises a child process
+running the user code (:mod:`mapreduce.worker.executor`).  A reduce attempt
+first fetches its partition from every map output, in parallel and as soon as
+the master lists each one, then merges and reduces them in a child, then asks
+the master for permission to commit and renames its output into place.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import sys
+import threading
+import time
+import uuid
+from concurrent import futures
+from dataclasses import dataclass, field
+
+import grpc
+
+from mapreduce.core.events import AttemptRef
+from mapreduce.core.tasks import TaskKind
+from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.rpc import convert
+from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.worker.executor import ChildAttempt, start_fork_server
+from mapreduce.worker.shuffle import (
+    FetchError,
+    MapOutputRegistry,
+    fetch_partition,
+    serve_shuffle,
+)
+
+log = logging.getLogger("mapreduce.worker")
+
+FETCH_PARALLELISM = 4
+RPC_TIMEOUT = 30.0
+
+
+@dataclass
+class WorkerConfig:
+    """How a worker runs.
+
+    Attributes:
+        master: ``host:port`` of the master.
+        listen: ``host:port`` the shuffle service binds (port 0: any free port).
+        workdir: local directory for map output and job code.
+        slots: how many tasks run at once.
+        fail_after: exit abruptly after this many finished tasks (fault injection); 0: never.
+        name: the worker's id; defaults to its shuffle address.
+    """
+
+    master: str
+    listen: str = "127.0.0.1:0"
+    workdir: str = ""
+    slots: int = 1
+    fail_after: int = 0
+    name: str = ""
+
+
+@dataclass
+class _Running:
+    ref: AttemptRef
+    killed: threading.Event = field(default_factory=threading.Event)
+    child: ChildAttempt | None = None
+    last_progress: int = -1
+    fetching: bool = False
+
+
+class Worker:
+    def __init__(self, config: WorkerConfig) -> None:
+        self.config = config
+        self.workdir = config.workdir or os.path.join(
+            os.environ.get("TMPDIR", "/tmp"), f"mapreduce-worker-{os.getpid()}"
+        )
+        self.registry = MapOutputRegistry()
+        self.incarnation = uuid.uuid4().hex
+        self.running: dict[AttemptRef, _Running] = {}
+        self.lock = threading.Lock()
+        self.jobs: dict[str, convert.ShippedJob] = {}
+        self.finished_tasks = 0
+        self.stopping = threading.Event()
+        self.heartbeat_interval = 1.0
+        self._channels: dict[str, grpc.Channel] = {}
+
+    # -- plumbing -------------------------------------------------------------
+
+    def _channel(self, address: str) -> grpc.Channel:
+        with self.lock:
+            channel = self._channels.get(address)
+            if channel is None:
+                channel = grpc.insecure_channel(address, options=convert.GRPC_OPTIONS)
+                self._channels[address] = channel
+            return channel
+
+    def identity(self) -> pb.WorkerIdentity:
+        return pb.WorkerIdentity(worker_id=self.worker_id, incarnation=self.incarnation)
+
+    def _master_call(self, method: str, request: object) -> object:
+        """Call the master, retrying while it is unreachable (until stopping)."""
+        delay = 0.1
+        while True:
+            try:
+                return getattr(self.master, method)(request, timeout=RPC_TIMEOUT)
+            except grpc.RpcError as exc:
+                if exc.code() not in (
+                    grpc.StatusCode.UNAVAILABLE,
+                    grpc.StatusCode.DEADLINE_EXCEEDED,
+                ):
+                    raise
+                if self.stopping.is_set():
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 2.0)
+
+    # -- life cycle -----------------------------------------------------------
+
+    def run(self) -> None:
+        """Serve until stopped (or until ``fail_after`` tasks have finished)."""
+        start_fork_server()
+        os.makedirs(self.workdir, exist_ok=True)
+        self.shuffle_server, port = serve_shuffle(self.config.listen, self.registry)
+        host = self.config.listen.rsplit(":", 1)[0]
+        self.address = f"{host}:{port}"
+        self.worker_id = self.config.name or self.address
+        self.master = pb_grpc.MasterStub(self._channel(self.config.master))
+        self._register()
+        beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
+        beat.start()
+        try:
+            self._task_loop()
+        finally:
+            self.stopping.set()
+            self.shuffle_server.stop(grace=None)
+
+    def stop(self) -> None:
+        self.stopping.set()
+
+    def _register(self) -> None:
+        reply = self._master_call(
+            "RegisterWorker",
+            pb.RegisterWorkerRequest(
+                worker=self.identity(),
+                shuffle_address=self.address,
+                slots=self.config.slots,
+                protocol_version=convert.PROTOCOL_VERSION,
+            ),
+        )
+        assert isinstance(reply, pb.RegisterWorkerReply)
+        self.heartbeat_interval = reply.heartbeat_interval or 1.0
+        log.info("worker %s registered (incarnation %s)", self.worker_id, self.incarnation)
+
+    def _reregister(self) -> None:
+        """The master declared us dead: drop everything and start as a new incarnation."""
+        with self.lock:
+            for running in self.running.values():
+                running.killed.set()
+                if running.child is not None:
+                    running.child.kill()
+            self.running.clear()
+        self.registry.clear()
+        self.incarnation = uuid.uuid4().hex
+        self._register()
+
+    def _heartbeat_loop(self) -> None:
+        while not self.stopping.wait(self.heartbeat_interval):
+            with self.lock:
+                progressed = []
+                for running in self.running.values():
+                    count = running.child.progress.value if running.child is not None else -1
+                    if running.fetching or count != running.last_progress:
+                        progressed.append(convert.attempt_to_pb(running.ref))
+                    running.last_progress = count
+            try:
+                reply = self._master_call(
+                    "Heartbeat", pb.HeartbeatRequest(worker=self.identity(), running=progressed)
+                )
+            except grpc.RpcError as exc:
+                log.warning("heartbeat failed: %s", exc.code())
+                continue
+            assert isinstance(reply, pb.HeartbeatReply)
+            if reply.reregister:
+                self._reregister()
+                continue
+            for kill in reply.kill:
+                self._kill(convert.attempt_from_pb(kill))
+            for job_id in reply.finished_jobs:
+                self._forget_job(job_id)
+
+    def _kill(self, ref: AttemptRef) -> None:
+        with self.lock:
+            running = self.running.get(ref)
+        if running is not None:
+            running.killed.set()
+            if running.child is not None:
+                running.child.kill()
+
+    def _forget_job(self, job_id: str) -> None:
+        with self.lock:
+            if job_id not in self.jobs or any(r.job_id == job_id for r in self.running):
+                return
+            del self.jobs[job_id]
+        self.registry.drop_job(job_id)
+        shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+
+    def _task_loop(self) -> None:
+        idle_sleep = 0.02
+        while not self.stopping.is_set():
+            with self.lock:
+                free = self.config.slots - len(self.running)
+            if free <= 0:
+                time.sleep(0.02)
+                continue
+            try:
+                reply = self._master_call(
+                    "RequestTask", pb.RequestTaskRequest(worker=self.identity(), free_slots=free)
+                )
+            except grpc.RpcError as exc:
+                log.warning("asking for a task failed: %s", exc.code())
+                time.sleep(1)
+                continue
+            assert isinstance(reply, pb.RequestTaskReply)
+            if reply.reregister:
+                self._reregister()
+                continue
+            for spec in reply.jobs:
+                self._install_job(spec)
+            for assignment in reply.tasks:
+                self._start(assignment)
+            if reply.tasks:
+                idle_sleep = 0.02
+            else:
+                time.sleep(idle_sleep)
+                idle_sleep = min(idle_sleep * 2, 0.25)
+
+    def _install_job(self, spec: pb.JobSpec) -> None:
+        shipped = convert.job_from_pb(spec)
+        job_id = shipped.plan.job_id
+        with self.lock:
+            if job_id in self.jobs:
+                return
+        code = os.path.join(self.workdir, job_id, "code")
+        os.makedirs(code, exist_ok=True)
+        for name, content in ((shipped.job_file_name, shipped.job_source), *shipped.py_files):
+            path = os.path.join(code, name)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            with open(path, "wb") as f:
+                f.write(content)
+        plan = shipped.plan.__class__(
+            **{**shipped.plan.__dict__, "job_path": os.path.join(code, shipped.job_file_name)}
+        )
+        with self.lock:
+            self.jobs[job_id] = convert.ShippedJob(
+                plan, shipped.job_file_name, b"", (), shipped.output, ()
+            )
+
+    def _start(self, assignment: pb.TaskAssignment) -> None:
+        ref = convert.attempt_from_pb(assignment.attempt)
+        running = _Running(ref)
+        with self.lock:
+            self.running[ref] = running
+        target = self._run_map if ref.kind is TaskKind.MAP else self._run_reduce
+        threading.Thread(
+            target=self._supervise, args=(target, running, assignment), daemon=True
+        ).start()
+
+    def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
+        try:
+            target(running, assignment)  # type: ignore[operator]
+        except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
+            log.exception("attempt %s crashed", running.ref)
+            self._report_failure(running, "", f"worker error: {type(exc).__name__}: {exc}", "")
+        finally:
+            with self.lock:
+                self.running.pop(running.ref, None)
+
+    def _report_failure(self, running: _Running, record: str, reason: str, tb: str) -> None:
+        if running.killed.is_set():
+            return
+        try:
+            self._master_call(
+                "ReportTaskFailed",
+                pb.ReportTaskFailedRequest(
+                    worker=self.identity(),
+                    attempt=convert.attempt_to_pb(running.ref),
+                    reason=reason,
+                    record=record,
+                    traceback=tb,
+                ),
+            )
+        except grpc.RpcError as exc:
+            log.warning("reporting a failure failed: %s", exc.code())
+
+    def _task_finished(self) -> None:
+        self.finished_tasks += 1
+        if self.config.fail_after and self.finished_tasks >= self.config.fail_after:
+            log.warning("--fail-after %d reached: exiting abruptly", self.config.fail_after)
+            sys.stderr.flush()
+            os._exit(3)
+
+    # -- map ----------------------------------------------------------------------
+
+    def _attempt_dir(self, ref: AttemptRef) -> str:
+        return os.path.join(
+            self.workdir, ref.job_id, f"{ref.kind.value}-{ref.index:05d}.attempt-{ref.attempt}"
+        )
+
+    def _run_map(self, running: _Running, assignment: pb.TaskAssignment) -> None:
+        ref = running.ref
+        plan = self.jobs[ref.job_id].plan
+        workdir = self._attempt_dir(ref)
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        child = ChildAttempt(
+            "map",
+            {
+                "plan": plan,
+                "index": ref.index,
+                "split": convert.split_from_pb(assignment.split),
+                "workdir": workdir,
+                "attempt": ref.attempt,
+                "worker": self.worker_id,
+                "skip": frozenset(int(r) for r in assignment.skip),
+            },
+        )
+        running.child = child
+        if running.killed.is_set():
+            child.kill()
+        outcome = child.wait()
+        if running.killed.is_set() or outcome.result is None:
+            shutil.rmtree(workdir, ignore_errors=True)
+            if outcome.result is None:
+                self._report_failure(running, outcome.record, outcome.reason, outcome.traceback)
+            return
+        self.registry.add((ref.job_id, ref.index, ref.attempt), workdir)
+        self._master_call(
+            "ReportMapDone",
+            pb.ReportMapDoneRequest(
+                worker=self.identity(),
+                attempt=convert.attempt_to_pb(ref),
+                stats=convert.stats_to_pb(outcome.result),
+            ),
+        )
+        self._task_finished()
+
+    # -- reduce -------------------------------------------------------------------
+
+    def _fetch_all(self, running: _Running, num_maps: int, workdir: str) -> list[str] | None:
+        """Fetch this partition of every map output; None if the attempt ended meanwhile."""
+        ref = running.ref
+        fetched: dict[int, str] = {}
+        pending: dict[futures.Future[int], tuple[int, int, str]] = {}
+        running.fetching = True
+        with futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch") as pool:
+            while len(fetched) < num_maps:
+                if running.killed.is_set() or self.stopping.is_set():
+                    return None
+                reply = self._master_call(
+                    "GetMapOutputs",
+                    pb.GetMapOutputsRequest(
+                        worker=self.identity(), reduce_attempt=convert.attempt_to_pb(ref)
+                    ),
+                )
+                assert isinstance(reply, pb.GetMapOutputsReply)
+                if not reply.attempt_alive:
+                    return None
+                busy = {info[0] for info in pending.values()}
+                for loc in reply.outputs:
+                    if loc.map_index in fetched or loc.map_index in busy:
+                        continue
+                    dest = os.path.join(workdir, f"map-{loc.map_index:05d}.run")
+                    future = pool.submit(
+                        fetch_partition,
+                        self._channel(loc.address),
+                        (ref.job_id, loc.map_index, loc.map_attempt),
+                        ref.index,
+                        dest,
+                    )
+                    pending[future] = (loc.map_index, loc.map_attempt, dest)
+                done, _ = futures.wait(list(pending), timeout=0.1, return_when="FIRST_COMPLETED")
+                for future in done:
+                    map_index, map_attempt, dest = pending.pop(future)
+                    try:
+                        future.result()
+                        fetched[map_index] = dest
+                    except FetchError as exc:
+                        self._master_call(
+                            "ReportFetchFailed",
+                            pb.ReportFetchFailedRequest(
+                                worker=self.identity(),
+                                reduce_attempt=convert.attempt_to_pb(ref),
+                                map_index=map_index,
+                                map_attempt=map_attempt,
+                                error=str(exc),
+                            ),
+                        )
+                if not done and not pending:
+                    time.sleep(0.05)
+        running.fetching = False
+        return [fetched[i] for i in range(num_maps)]
+
+    def _run_reduce(self, running: _Running, assignment: pb.TaskAssignment) -> None:
+        ref = running.ref
+        shipped = self.jobs[ref.job_id]
+        workdir = self._attempt_dir(ref)
+        shutil.rmtree(workdir, ignore_errors=True)
+        os.makedirs(workdir)
+        try:
+            runs = self._fetch_all(running, assignment.num_maps, workdir)
+            if runs is None:
+                return
+            committer = OutputCommitter(shipped.output, ref.job_id)
+            out_path = committer.attempt_path(ref.index, ref.attempt)
+            child = ChildAttempt(
+                "reduce",
+                {
+                    "plan": shipped.plan,
+                    "partition": ref.index,
+                    "runs": runs,
+                    "out_path": out_path,
+                    "attempt": ref.attempt,
+                    "worker": self.worker_id,
+                    "skip": frozenset(bytes.fromhex(r) for r in assignment.skip),
+                },
+            )
+            running.child = child
+            if running.killed.is_set():
+                child.kill()
+            outcome = child.wait()
+            if running.killed.is_set() or outcome.result is None:
+                if os.path.exists(out_path):
+                    os.remove(out_path)
+                if outcome.result is None:
+                    self._report_failure(running, outcome.record, outcome.reason, outcome.traceback)
+                return
+            reply = self._master_call(
+                "RequestCommit",
+                pb.RequestCommitRequest(worker=self.identity(), attempt=convert.attempt_to_pb(ref)),
+            )
+            assert isinstance(reply, pb.RequestCommitReply)
+            if not reply.granted:
+                os.remove(out_path)
+                return
+            committer.commit_task(ref.index, ref.attempt)
+            self._master_call(
+                "ReportReduceDone",
+                pb.ReportReduceDoneRequest(
+                    worker=self.identity(),
+                    attempt=convert.attempt_to_pb(ref),
+                    stats=convert.stats_to_pb(outcome.result),
+                ),
+            )
+            self._task_finished()
+        finally:
+            shutil.rmtree(workdir, ignore_errors=True)

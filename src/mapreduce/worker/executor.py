@@ -1,0 +1,107 @@
+"""Run one task attempt's user code in a child process.
+
+User code may crash, call ``os._exit`` or hang; it does so in a child, so the
+worker survives, reports the attempt as failed and goes on.  Children come
+from a fork server started before the worker opens any gRPC channel (forking
+a process that runs gRPC threads is unsafe), with the task runners preloaded.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import multiprocessing.connection
+import traceback
+from dataclasses import dataclass
+from typing import Any
+
+from mapreduce.dataflow.runner import (
+    RecordFailure,
+    TaskError,
+    TaskResult,
+    run_map_task,
+    run_reduce_task,
+)
+
+_CONTEXT = multiprocessing.get_context("forkserver")
+_CONTEXT.set_forkserver_preload(["mapreduce.dataflow.runner", "mapreduce.worker.executor"])
+
+
+def start_fork_server() -> None:
+    """Start the fork server now, while this process has no threads."""
+    from multiprocessing import forkserver
+
+    forkserver.ensure_running()
+
+
+@dataclass(frozen=True)
+class AttemptOutcome:
+    """How an attempt ended: a result, or a failure (with the record, if one is to blame)."""
+
+    result: TaskResult | None
+    record: str = ""
+    reason: str = ""
+    traceback: str = ""
+
+
+def _child_main(
+    conn: multiprocessing.connection.Connection,
+    kind: str,
+    kwargs: dict[str, Any],
+    counter: Any,
+) -> None:
+    def progress() -> None:
+        counter.value += 1
+
+    try:
+        if kind == "map":
+            result = run_map_task(progress=progress, **kwargs)
+        else:
+            result = run_reduce_task(progress=progress, **kwargs)
+        message: tuple[Any, ...] = ("ok", result)
+    except RecordFailure as failure:
+        record = (
+            failure.record_id.hex()
+            if isinstance(failure.record_id, bytes)
+            else str(failure.record_id)
+        )
+        message = ("failed", record, f"{failure.label}: {failure.reason}", failure.traceback)
+    except TaskError as error:
+        message = ("failed", "", error.reason, error.traceback)
+    except BaseException as exc:
+        message = ("failed", "", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    conn.send(message)
+    conn.close()
+
+
+class ChildAttempt:
+    """One attempt running in a child process."""
+
+    def __init__(self, kind: str, kwargs: dict[str, Any]) -> None:
+        self.progress = _CONTEXT.Value("Q", 0, lock=False)
+        self._receiver, sender = _CONTEXT.Pipe(duplex=False)
+        self._process = _CONTEXT.Process(
+            target=_child_main, args=(sender, kind, kwargs, self.progress), daemon=True
+        )
+        self._process.start()
+        sender.close()
+
+    def kill(self) -> None:
+        if self._process.is_alive():
+            self._process.kill()
+
+    def wait(self) -> AttemptOutcome:
+        """Block until the child ends; return its outcome."""
+        message: tuple[Any, ...] | None = None
+        try:
+            message = self._receiver.recv()
+        except (EOFError, OSError):
+            message = None
+        self._process.join()
+        self._receiver.close()
+        if message is None:
+            code = self._process.exitcode
+            how = f"signal {-code}" if code is not None and code < 0 else f"code {code}"
+            return AttemptOutcome(None, reason=f"the task process exited with {how}")
+        if message[0] == "ok":
+            return AttemptOutcome(message[1])
+        return AttemptOutcome(None, record=message[1], reason=message[2], traceback=message[3])
