@@ -19,8 +19,9 @@ class TaskContext:
 
     Attributes:
         job_id: the job's id.
-        task_id: ``map-00003`` or ``reduce-00001``.
-        kind: ``"map"`` or ``"reduce"``.
+        task_id: ``map-00003`` or ``reduce-00001`` (``sample`` while a
+            RangePartitioner samples keys before the map phase).
+        kind: ``"map"``, ``"reduce"`` or ``"sample"``.
         index: the map task's number, or the reduce task's partition.
         attempt: the attempt number, 0 for the first.
         worker: the worker's name (``local`` in the sequential runner).
@@ -79,15 +80,3 @@ def activated(
         yield
     finally:
         _params, _task, _counters = saved
-
-
-@contextmanager
-def job_params_activated(job_params: Mapping[str, str]) -> Iterator[None]:
-    """Make ``job_params`` visible to job code outside a task (planning, sampling)."""
-    global _params
-    saved = _params
-    _params = job_params
-    try:
-        yield
-    finally:
-        _params = saved

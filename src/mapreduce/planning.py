@@ -10,6 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import uuid
+from collections import Counter
 from dataclasses import dataclass, field
 
 from mapreduce import context
@@ -120,7 +121,10 @@ def sample_keys(job: Job, plan: JobPlan, splits: list[InputSplit], size: int) ->
         return []
     per_split = max(1, size // len(splits))
     keys: list[bytes] = []
-    with context.job_params_activated(plan.params):
+    sampling = context.TaskContext(
+        plan.job_id, "sample", "sample", 0, 0, "local", plan.num_reducers
+    )
+    with context.activated(sampling, plan.params, Counter()):  # counters while sampling: dropped
         for split in splits:
             records = read_split(split, plan.input_format)
             try:

@@ -256,46 +256,64 @@ class MasterState:
     # -- scheduling -----------------------------------------------------------
 
     def _task_requested(self, event: ev.TaskRequested, out: list[act.Action]) -> None:
+        """Hand out up to ``free_slots`` tasks.
+
+        A worker has ``slots`` map slots and as many reduce slots (as Hadoop's
+        task trackers had), so reducers waiting for map output never keep maps
+        from running; reduces are handed out from the start and fetch map
+        outputs as they complete.
+        """
         worker = self._current(event.worker_id, event.incarnation, out)
         if worker is None:
             return
         worker.last_heartbeat = event.now
-        free = min(event.free_slots, worker.slots - len(worker.running))
+        running = {TaskKind.MAP: 0, TaskKind.REDUCE: 0}
+        for _job_id, kind, _index, _number in worker.running:
+            running[kind] += 1
+        free = event.free_slots
         job = self.active_job()
         while free > 0 and job is not None and job.state is JobState.RUNNING:
-            task = self._next_idle(job) or self._backup_candidate(job, worker, event.now)
+            task = None
+            for kind in (TaskKind.MAP, TaskKind.REDUCE):
+                if running[kind] < worker.slots:
+                    task = self._next_idle(job, kind) or self._backup_candidate(
+                        job, kind, worker, event.now
+                    )
+                    if task is not None:
+                        break
             if task is None:
                 break
             out.append(self._start_attempt(job, task, worker, event.now))
+            running[task.kind] += 1
             free -= 1
 
-    def _next_idle(self, job: JobRecord) -> Task | None:
-        # Reduces are handed out once no map is waiting: they fetch map outputs as
-        # the last maps finish, and never hold every slot while maps still wait.
-        for kind in (TaskKind.MAP, TaskKind.REDUCE):
-            heap = job.idle[kind]
-            while heap:
-                task = job.tasks(kind)[heapq.heappop(heap)]
-                if task.state is TaskState.IDLE:
-                    return task
+    def _next_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
+        heap = job.idle[kind]
+        while heap:
+            task = job.tasks(kind)[heapq.heappop(heap)]
+            if task.state is TaskState.IDLE:
+                return task
         return None
 
-    def _backup_candidate(self, job: JobRecord, worker: WorkerInfo, now: float) -> Task | None:
+    def _backup_candidate(
+        self, job: JobRecord, kind: TaskKind, worker: WorkerInfo, now: float
+    ) -> Task | None:
         """Paper 3.6: near the end of a phase, a second attempt of the oldest straggler."""
         if not job.spec.backup_tasks:
             return None
-        kind = TaskKind.MAP if not job.all_done(TaskKind.MAP) else TaskKind.REDUCE
+        if kind is TaskKind.REDUCE and not job.all_done(TaskKind.MAP):
+            return None  # reducers wait for maps: that is not straggling
         best: tuple[float, Task] | None = None
         for task in job.tasks(kind):
             if task.state is not TaskState.IN_PROGRESS:
                 continue
-            running = task.running()
-            if len(running) != 1 or running[0].worker_id == worker.worker_id:
+            attempts = task.running()
+            if len(attempts) != 1 or attempts[0].worker_id == worker.worker_id:
                 continue
-            if now - running[0].started < self.config.backup_after:
+            if now - attempts[0].started < self.config.backup_after:
                 continue
-            if best is None or running[0].started < best[0]:
-                best = (running[0].started, task)
+            if best is None or attempts[0].started < best[0]:
+                best = (attempts[0].started, task)
         return best[1] if best else None
 
     def _start_attempt(
@@ -525,27 +543,6 @@ class MasterState:
                     )
                     if job.state is not JobState.RUNNING:
                         return
-        self._maybe_preempt_reduces(job, out)
-
-    def _maybe_preempt_reduces(self, job: JobRecord, out: list[act.Action]) -> None:
-        """Idle maps but every slot busy (reducers waiting for them): free a slot."""
-        if not job.idle[TaskKind.MAP] or not self.workers:
-            return
-        if not any(job.maps[i].state is TaskState.IDLE for i in job.idle[TaskKind.MAP]):
-            return
-        if any(len(w.running) < w.slots for w in self.workers.values()):
-            return
-        running = [
-            (attempt.started, task, attempt)
-            for task in job.reduces
-            for attempt in task.running()
-            if task.commit_granted is None
-        ]
-        if running:
-            _started, task, attempt = max(running, key=lambda item: (item[0], item[1].index))
-            self._stop_attempt(job, task, attempt, AttemptState.KILLED)
-            out.append(self._kill(job, task, attempt, "preempted to re-run a lost map"))
-            self._maybe_idle(job, task)
 
 
 def _attempt_order(key: AttemptKey) -> tuple[str, str, int, int]:

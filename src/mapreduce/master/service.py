@@ -74,7 +74,8 @@ class MasterService(pb_grpc.MasterServicer):
                 max(1, request.slots),
             )
         )
-        return pb.RegisterWorkerReply(heartbeat_interval=HEARTBEAT_INTERVAL)
+        interval = min(HEARTBEAT_INTERVAL, self.driver.state.config.worker_timeout / 4)
+        return pb.RegisterWorkerReply(heartbeat_interval=interval)
 
     @_guarded
     def Heartbeat(

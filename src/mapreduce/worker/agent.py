@@ -211,7 +211,8 @@ class Worker:
         idle_sleep = 0.02
         while not self.stopping.is_set():
             with self.lock:
-                free = self.config.slots - len(self.running)
+                # a map slot and a reduce slot per --slots; the master assigns per kind
+                free = 2 * self.config.slots - len(self.running)
             if free <= 0:
                 time.sleep(0.02)
                 continue

@@ -1,0 +1,324 @@
+"""The distributed runtime with a real master (gRPC, in this process) and real worker processes.
+
+Every successful run is compared byte for byte with ``mapreduce run --local``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import random
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import grpc
+import pytest
+
+from mapreduce import client
+from mapreduce.cluster import EmbeddedCluster
+from mapreduce.core.master import JobState, MasterConfig
+from mapreduce.core.tasks import AttemptState
+from mapreduce.errors import JobFailedError
+from mapreduce.planning import JobOptions
+from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from tests.conftest import EXAMPLES, JOBS, REPO, read_output, run_cli
+
+FAST = MasterConfig(worker_timeout=2.0, task_timeout=60.0, backup_after=1.0)
+
+
+def local_output(tmp_path: Path, job: Path, inputs: Path, reducers: int, *extra: str) -> list[str]:
+    out = tmp_path / f"local-{job.stem}"
+    result = run_cli("run", job, "-i", inputs, "-o", out, "-r", str(reducers), "--local", *extra)
+    assert result.returncode == 0, result.stderr
+    return [p.read_text() for p in sorted(out.glob("part-*"))]
+
+
+def parts(out: Path) -> list[str]:
+    return [p.read_text() for p in sorted(out.glob("part-*"))]
+
+
+def options(job: Path, inputs: Path, out: Path, reducers: int, **kw: object) -> JobOptions:
+    return JobOptions(
+        job_path=str(job),
+        inputs=(str(inputs),),
+        output=str(out),
+        num_reducers=reducers,
+        **kw,  # type: ignore[arg-type]
+    )
+
+
+def kill_group(process: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+
+
+@pytest.mark.parametrize(
+    ("job", "reducers"), [(EXAMPLES / "wordcount.py", 4), (EXAMPLES / "inverted_index.py", 3)]
+)
+def test_embedded_run_is_byte_identical_to_local(
+    gutenberg: Path, tmp_path: Path, job: Path, reducers: int
+) -> None:
+    out = tmp_path / "distributed"
+    result = run_cli(
+        "run",
+        job,
+        "-i",
+        gutenberg,
+        "-o",
+        out,
+        "-r",
+        str(reducers),
+        "--workers",
+        "2",
+        "--split-size",
+        "256K",
+    )
+    assert result.returncode == 0, result.stderr
+    assert (out / "_SUCCESS").exists()
+    assert parts(out) == local_output(tmp_path, job, gutenberg, reducers, "--split-size", "256K")
+    assert "succeeded: map" in result.stderr  # progress lines
+
+
+def test_workers_sigkilled_at_random_still_give_identical_output(
+    gutenberg: Path, tmp_path: Path
+) -> None:
+    rng = random.Random(20261124)
+    out = tmp_path / "out"
+    job = EXAMPLES / "wordcount.py"
+    with EmbeddedCluster(0, FAST) as cluster:
+        workers = [cluster.start_worker(i) for i in range(3)]
+        stub = client.connect(cluster.address)
+        request = client.build_submission(
+            options(job, gutenberg, out, 4, split_size=64 << 10), backup_tasks=True
+        )
+        job_id = client.submit(stub, request)
+        stop = threading.Event()
+        kills = 0
+
+        def chaos() -> None:
+            nonlocal kills
+            while not stop.wait(rng.uniform(0.3, 0.9)) and kills < 6:
+                i = rng.randrange(len(workers))
+                kill_group(workers[i])
+                kills += 1
+                workers[i] = cluster.start_worker(10 + kills)
+
+        killer = threading.Thread(target=chaos)
+        killer.start()
+        try:
+            client.wait_for(stub, job_id, out=None)
+        finally:
+            stop.set()
+            killer.join()
+        lost = sum(
+            a.state is AttemptState.KILLED
+            for t in [
+                *cluster.driver.state.jobs[job_id].maps,
+                *cluster.driver.state.jobs[job_id].reduces,
+            ]
+            for a in t.attempts.values()
+        )
+    assert kills >= 1
+    assert lost >= 1  # some attempts really died with their workers
+    assert parts(out) == local_output(tmp_path, job, gutenberg, 4, "--split-size", "64K")
+
+
+def test_worker_killed_after_its_maps_completed_forces_their_reexecution(
+    gutenberg: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    job = EXAMPLES / "wordcount.py"
+    with EmbeddedCluster(0, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        request = client.build_submission(options(job, gutenberg, out, 2))
+        num_maps = len(request.spec.splits)
+        first = cluster.start_worker(0, "--fail-after", str(num_maps))  # dies after its maps
+        job_id = client.submit(stub, request)
+        assert first.wait(timeout=120) != 0
+        state = cluster.driver.state.jobs[job_id]
+        assert all(t.attempts for t in state.maps)
+        cluster.start_worker(1)
+        client.wait_for(stub, job_id, out=None)
+        rerun = [t for t in state.maps if len(t.attempts) > 1]
+    assert len(rerun) == num_maps  # every map's output was on the dead worker's disk
+    assert parts(out) == local_output(tmp_path, job, gutenberg, 2)
+
+
+def test_straggler_gets_a_backup_task_that_wins(tmp_path: Path) -> None:
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    (inputs / "fast.txt").write_text("a b c\n" * 100)
+    (inputs / "slow.txt").write_text("a d\n" * 10)
+    out = tmp_path / "out"
+    with EmbeddedCluster(2, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        started = time.monotonic()
+        job_id = client.submit(
+            stub, client.build_submission(options(JOBS / "straggler.py", inputs, out, 1))
+        )
+        client.wait_for(stub, job_id, out=None)
+        elapsed = time.monotonic() - started
+        slow = cluster.driver.state.jobs[job_id].maps[1]
+        states = sorted(a.state.value for a in slow.attempts.values())
+    assert states == ["killed", "succeeded"]
+    assert slow.completed_attempt == 1  # the backup won
+    assert elapsed < 60  # it did not wait for the straggler's sleep
+    assert (out / "part-00000").read_text() == "a\t110\nb\t100\nc\t100\nd\t10\n"
+
+
+def test_poisoned_job_fails_cleanly_with_the_record_and_traceback(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("fine\nPOISON here\n")
+    out = tmp_path / "out"
+    result = run_cli(
+        "run", JOBS / "poison.py", "-i", inp, "-o", out, "--workers", "2", "--max-attempts", "2"
+    )
+    assert result.returncode == 1
+    assert "map-00000 failed 2 times" in result.stderr
+    assert f"{inp}@5" in result.stderr and "ValueError: poisoned line" in result.stderr
+    assert 'poison.py", line' in result.stderr
+    assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt"]
+
+
+def test_user_code_killing_its_process_fails_the_attempt_not_the_worker(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("x\ny\nx\n")
+    out = tmp_path / "out"
+    with EmbeddedCluster(1, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        job_id = client.submit(
+            stub, client.build_submission(options(JOBS / "hard_exit.py", inp, out, 1))
+        )
+        client.wait_for(stub, job_id, out=None)
+        (task,) = cluster.driver.state.jobs[job_id].maps
+        assert task.attempts[0].state is AttemptState.FAILED
+        assert "exited with code 7" in task.last_error
+        assert cluster.processes[0].poll() is None  # the worker lives on
+    assert (out / "part-00000").read_text() == "x\t2\ny\t1\n"
+
+
+def test_jobs_queue_on_one_cluster_and_status_lists_them(gutenberg: Path, tmp_path: Path) -> None:
+    with EmbeddedCluster(2, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        ids = [
+            client.submit(
+                stub,
+                client.build_submission(
+                    options(EXAMPLES / "wordcount.py", gutenberg, tmp_path / f"out{i}", 2)
+                ),
+            )
+            for i in range(2)
+        ]
+        for job_id in ids:
+            client.wait_for(stub, job_id, out=None)
+        status = run_cli("status", "--master", cluster.address)
+        assert status.returncode == 0, status.stderr
+        assert "2 workers" in status.stdout
+        assert all(f"[{job_id}] succeeded" in status.stdout for job_id in ids)
+        assert [cluster.driver.state.jobs[i].state for i in ids] == [JobState.SUCCEEDED] * 2
+    assert parts(tmp_path / "out0") == parts(tmp_path / "out1")
+
+
+def test_submit_and_wait_against_daemons(gutenberg: Path, tmp_path: Path) -> None:
+    master = subprocess.Popen(
+        [sys.executable, "-m", "mapreduce", "master", "--listen", "127.0.0.1:0"],
+        stdout=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        line = master.stdout.readline()  # type: ignore[union-attr]
+        address = line.strip().rsplit(" ", 1)[-1]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "mapreduce", "worker", "--master", address],
+            start_new_session=True,
+            stderr=subprocess.DEVNULL,
+        )
+        try:
+            out = tmp_path / "out"
+            result = run_cli(
+                "submit",
+                EXAMPLES / "wordcount.py",
+                "--master",
+                address,
+                "-i",
+                gutenberg,
+                "-o",
+                out,
+                "--wait",
+            )
+            assert result.returncode == 0, result.stderr
+            assert result.stdout.startswith("job-")
+            assert parts(out) == local_output(tmp_path, EXAMPLES / "wordcount.py", gutenberg, 1)
+            again = run_cli(
+                "submit",
+                EXAMPLES / "wordcount.py",
+                "--master",
+                address,
+                "-i",
+                gutenberg,
+                "-o",
+                out,
+            )
+            assert again.returncode == 2 and "already exists" in again.stderr
+        finally:
+            kill_group(worker)
+    finally:
+        kill_group(master)
+
+
+def test_malformed_and_unknown_requests_get_error_statuses() -> None:
+    with EmbeddedCluster(0, FAST) as cluster:
+        channel = grpc.insecure_channel(cluster.address)
+        stub = pb_grpc.MasterStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.GetJobStatus(pb.GetJobStatusRequest(job_id="nope"), timeout=10)
+        assert info.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RegisterWorker(pb.RegisterWorkerRequest(protocol_version=1), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        with pytest.raises(grpc.RpcError) as info:
+            stub.RegisterWorker(pb.RegisterWorkerRequest(protocol_version=99), timeout=10)
+        assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        raw = channel.unary_unary("/mapreduce.v1.Master/Heartbeat")
+        with pytest.raises(grpc.RpcError) as info:
+            raw(b"\xff\xff\xff garbage", timeout=10)
+        assert info.value.code() in (grpc.StatusCode.INTERNAL, grpc.StatusCode.INVALID_ARGUMENT)
+        # a stale worker is told to register again, and the server still answers
+        reply = stub.Heartbeat(
+            pb.HeartbeatRequest(worker=pb.WorkerIdentity(worker_id="w", incarnation="i")),
+            timeout=10,
+        )
+        assert reply.reregister
+        assert stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).workers == []
+
+
+def test_generated_stubs_are_up_to_date() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "scripts" / "gen_protos.py"), "--check"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_failed_embedded_job_raises(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("POISON\n")
+    with EmbeddedCluster(1, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        request = client.build_submission(
+            options(JOBS / "poison.py", inp, tmp_path / "o", 1), max_attempts=1
+        )
+        job_id = client.submit(stub, request)
+        with pytest.raises(JobFailedError, match="failed 1 times"):
+            client.wait_for(stub, job_id, out=None)
+    assert read_output(tmp_path / "o") == []
