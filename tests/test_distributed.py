@@ -6,6 +6,7 @@ Every successful run is compared byte for byte with ``mapreduce run --local``.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 import signal
@@ -322,3 +323,123 @@ def test_failed_embedded_job_raises(tmp_path: Path) -> None:
         with pytest.raises(JobFailedError, match="failed 1 times"):
             client.wait_for(stub, job_id, out=None)
     assert read_output(tmp_path / "o") == []
+
+
+def test_bad_records_skipped_across_attempts_match_local(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("a b\nPOISON x\nb c\n")
+    local = tmp_path / "local"
+    assert (
+        run_cli(
+            "run", JOBS / "poison.py", "-i", inp, "-o", local, "--local", "--skip-bad-records", "1"
+        ).returncode
+        == 0
+    )
+    out = tmp_path / "out"
+    result = run_cli(
+        "run",
+        JOBS / "poison.py",
+        "-i",
+        inp,
+        "-o",
+        out,
+        "--workers",
+        "1",
+        "--skip-bad-records",
+        "1",
+    )
+    assert result.returncode == 0, result.stderr
+    assert parts(out) == parts(local) == ["a\t1\nb\t2\nc\t1\n"]
+    summary = json.loads((out / "_summary.json").read_text())
+    assert summary["system"]["skipped_records"] == 1
+    assert summary["system"]["map_input_records"] == 2
+
+
+def test_counters_count_committed_attempts_only(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for i in range(6):
+        (inp / f"f{i}.txt").write_text("one\n\ntwo\n")
+    outs = {}
+    for mode in ("--local", "--workers=2"):
+        out = tmp_path / mode.strip("-").replace("=", "")
+        result = run_cli("run", JOBS / "counters_and_context.py", "-i", inp, "-o", out, mode)
+        assert result.returncode == 0, result.stderr
+        outs[mode] = json.loads((out / "_summary.json").read_text())
+    assert (
+        outs["--local"]["counters"]
+        == outs["--workers=2"]["counters"]
+        == {"blank lines": 6, "lines": 18}
+    )
+    assert outs["--local"]["system"] == outs["--workers=2"]["system"]
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "slow.txt").write_text("a\n")
+    run = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "mapreduce",
+            "run",
+            str(JOBS / "straggler.py"),
+            "-i",
+            str(inp),
+            "-o",
+            str(tmp_path / "out"),
+            "--workers",
+            "2",
+            "--no-backup-tasks",
+        ],
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 60
+    children: list[int] = []
+    while time.monotonic() < deadline and len(children) < 2:
+        time.sleep(0.2)
+        children = [
+            int(p)
+            for p in subprocess.run(
+                ["pgrep", "-f", "mapreduce worker --master"], capture_output=True, text=True
+            ).stdout.split()
+        ]
+    assert len(children) >= 2
+    time.sleep(1.5)  # the straggler's map is running in a worker's child
+    run.send_signal(signal.SIGINT)
+    _out, err = run.communicate(timeout=30)
+    assert run.returncode == 130, err
+    time.sleep(0.5)
+    for pid in children:
+        assert (
+            not os.path.exists(f"/proc/{pid}")
+            or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
+        )
+    assert not (tmp_path / "out").exists()
+
+
+def test_attempt_without_progress_is_killed_and_retried(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "slow.txt").write_text("a b\na\n")
+    out = tmp_path / "out"
+    started = time.monotonic()
+    result = run_cli(
+        "run",
+        JOBS / "straggler.py",
+        "-i",
+        inp,
+        "-o",
+        out,
+        "--workers",
+        "1",
+        "--no-backup-tasks",
+        "--task-timeout",
+        "2",
+    )
+    assert result.returncode == 0, result.stderr
+    assert time.monotonic() - started < 45  # the 60 s sleep of attempt 0 was cut short
+    assert "1 failed attempts" in result.stderr
+    assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"

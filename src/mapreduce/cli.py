@@ -169,6 +169,14 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="N",
         help="worker processes of the embedded cluster (default: the number of cores)",
     )
+    run.add_argument(
+        "--task-timeout",
+        type=float,
+        default=600.0,
+        metavar="SECONDS",
+        help="embedded cluster: fail and retry an attempt that makes no progress for this long "
+        "(default 600)",
+    )
 
 
 def _add_cluster_parsers(
@@ -299,7 +307,9 @@ def _run(args: argparse.Namespace) -> int:
     request = client.build_submission(
         options, tuple(args.py_files), args.max_attempts, args.backup_tasks
     )
-    with EmbeddedCluster(args.workers) as cluster:
+    if args.task_timeout <= 0:
+        raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
+    with EmbeddedCluster(args.workers, MasterConfig(task_timeout=args.task_timeout)) as cluster:
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
         result = client.wait_for(stub, job_id, out=None if args.quiet else sys.stderr)

@@ -116,11 +116,9 @@ def run_local(options: JobOptions) -> JobSummary:
             summary.reduce_results.append(result)
         summary.phase_seconds["reduce"] = time.monotonic() - phase_start
 
-        phase_start = time.monotonic()
         summary.skipped = budget.skipped
-        summary.phase_seconds["commit"] = 0.0
+        summary.phase_seconds["total"] = time.monotonic() - started
         committer.commit_job(summary.to_dict())
-        summary.phase_seconds["commit"] = time.monotonic() - phase_start
     except TaskFailedError as failure:
         committer.abort()
         raise JobFailedError(f"job {plan.job_id} failed: {failure}") from failure
