@@ -443,3 +443,16 @@ def test_attempt_without_progress_is_killed_and_retried(tmp_path: Path) -> None:
     assert time.monotonic() - started < 45  # the 60 s sleep of attempt 0 was cut short
     assert "1 failed attempts" in result.stderr
     assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"
+
+
+def test_helper_modules_ship_with_py_files(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("A b\na\n")
+    out = tmp_path / "out"
+    base = ["run", JOBS / "uses_helper.py", "-i", inp, "--workers", "1", "--max-attempts", "1"]
+    missing = run_cli(*base, "-o", tmp_path / "nope")
+    assert missing.returncode == 1
+    assert "No module named 'helper_words'" in missing.stderr
+    result = run_cli(*base, "-o", out, "--py-files", JOBS / "helper_words.py")
+    assert result.returncode == 0, result.stderr
+    assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"
