@@ -131,25 +131,25 @@ class MasterService(pb_grpc.MasterServicer):
                     reply.jobs.append(spec)
             return reply
 
+    def _succeeded(
+        self,
+        request: pb.ReportMapDoneRequest | pb.ReportReduceDoneRequest,
+        event_type: type[ev.MapTaskSucceeded] | type[ev.ReduceTaskSucceeded],
+    ) -> pb.Ack:
+        ref = convert.attempt_from_pb(request.attempt)
+        w = request.worker
+        stats = request.stats
+        event = event_type(
+            self._now(), w.worker_id, w.incarnation, ref, stats.output_bytes, dict(stats.counters)
+        )
+        self.driver.handle(event, convert.stats_from_pb(ref, stats))
+        return pb.Ack()
+
     @_guarded
     def ReportMapDone(
         self, request: pb.ReportMapDoneRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        ref = convert.attempt_from_pb(request.attempt)
-        w = request.worker
-        result = convert.stats_from_pb(ref, request.stats)
-        self.driver.handle(
-            ev.MapTaskSucceeded(
-                self._now(),
-                w.worker_id,
-                w.incarnation,
-                ref,
-                request.stats.output_bytes,
-                dict(request.stats.counters),
-            ),
-            result,
-        )
-        return pb.Ack()
+        return self._succeeded(request, ev.MapTaskSucceeded)
 
     @_guarded
     def RequestCommit(
@@ -166,21 +166,7 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportReduceDone(
         self, request: pb.ReportReduceDoneRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        ref = convert.attempt_from_pb(request.attempt)
-        w = request.worker
-        result = convert.stats_from_pb(ref, request.stats)
-        self.driver.handle(
-            ev.ReduceTaskSucceeded(
-                self._now(),
-                w.worker_id,
-                w.incarnation,
-                ref,
-                request.stats.output_bytes,
-                dict(request.stats.counters),
-            ),
-            result,
-        )
-        return pb.Ack()
+        return self._succeeded(request, ev.ReduceTaskSucceeded)
 
     @_guarded
     def ReportTaskFailed(
