@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Word-count benchmark: ``mapreduce run --local`` against one core of plain Python.
+"""Word-count benchmark: ``mapreduce run``, sequential and on the embedded cluster,
+against one core of plain Python.
 
 One command, standard library only.  It
 
@@ -7,32 +8,53 @@ One command, standard library only.  It
    ``../shared/bench/gen_corpus.py`` (seed 42), in
    ``WORK_DIR/corpus-<mb>mb-<files>f``, and reuses it when it is already there
    and complete;
-2. runs, ``--repeat`` times each and alternating, two child processes:
+2. runs, ``--repeat`` times each and alternating, these child processes:
 
    * the baseline: plain Python, ``collections.Counter`` over ``line.split()``
      of every line of every file, written as ``word<TAB>count`` lines;
    * ``mapreduce run bench/jobs/wordcount_split.py --input CORPUS --output DIR
-     --reducers R --local --overwrite -q`` (the same word count, the natural
-     way: ``map`` yields ``(word, 1)`` for ``line.split()``, plus a combiner);
+     --reducers R --split-size S --local --overwrite -q`` (the same word
+     count, the natural way: ``map`` yields ``(word, 1)`` for
+     ``line.split()``, plus a combiner);
+   * the same command with ``--workers N`` instead of ``--local``, for each N
+     of ``--workers`` (default 1 and 2): the embedded cluster, a master in the
+     ``run`` process and N worker processes on loopback;
 
-3. checks that every run of both wrote exactly the same counts (exit status 1
-   if not, and the outputs are kept for inspection);
-4. prints, for each, the median wall seconds (min-max), CPU seconds (user +
-   system of the child and its descendants), peak RSS of the child, MB/s
-   (input bytes / 10**6 / median wall), and the ratio of the mapreduce median
-   wall to the baseline median wall measured in the same run.
+   every mapreduce run gets the same ``--split-size``, by default the largest
+   that cuts the corpus into at least max(8, 2 x the most workers) map tasks
+   (for the default corpus: one task per 8 MB file), so that there are at
+   least twice as many map tasks as workers;
+3. checks that every run wrote exactly the same counts as the baseline (exit
+   status 1 if not, and the outputs are kept for inspection);
+4. prints, for each, the median wall seconds (min-max), CPU seconds, peak RSS,
+   MB/s (input bytes / 10**6 / median wall) and the ratio of its median wall
+   to the baseline's, measured in the same run; then the ratio of the largest
+   cluster's wall to the one-worker cluster's (0.50x would be perfect scaling
+   from 1 to 2 workers, 1.00x no gain at all).
 
 Every figure is taken from outside the child: wall is ``time.monotonic()``
-around spawn and reap, CPU and peak RSS come from ``os.wait4`` on that child's
-pid.  Linux charges a child with its parent's peak RSS until it calls exec, so
-this script measures every run before it parses any output (it stays small)
-and prints its own peak: no peak below it means anything.
+around spawn and reap; CPU and peak RSS come from ``os.wait4``.  CPU is user +
+system time of the child and of *all* its descendants.  That needs care for
+the cluster: ``wait4`` of the ``run`` process covers its workers (it waits for
+them), but not the task processes, which are forked and reaped by each
+worker's ``multiprocessing`` fork server, which the worker never waits for;
+on exit it is orphaned and reaped by init, taking the tasks' CPU with it
+(measured: ``--workers 1`` on 8 MB, 0.45 s by ``wait4`` of the run process,
+1.78 s in all; ``--local``, 1.31 s).  So this script makes itself a child
+subreaper (``prctl(PR_SET_CHILD_SUBREAPER)``, Linux) and reaps and counts the
+orphans too; see ``bench/measuring.py``.  Without a subreaper (not Linux) it
+says so, and the cluster's CPU figures miss the tasks.  Peak RSS is the
+largest of any single process of the run (not a sum).  Linux charges a child
+with its parent's peak RSS until it calls exec, so this script measures every
+run before it parses any output (it stays small) and prints its own peak: no
+peak below it means anything.
 
 Usage, from anywhere (``python`` must be 3.11+; mapreduce is taken from this
 checkout's ``src/``)::
 
     python bench/wordcount.py                  # 64 MB in 8 files, 3 runs each
-    python bench/wordcount.py --mb 512 --files 16 --reducers 4
+    python bench/wordcount.py --mb 512 --files 16 --reducers 4 --workers 1 2 4
+    python bench/wordcount.py --split-size 4M  # more, smaller map tasks
     python bench/wordcount.py --quick          # 2 MB, 2 files, 1 run: a smoke test
     python bench/wordcount.py --work-dir DIR   # corpus and outputs under DIR
 
@@ -44,21 +66,29 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import platform
-import resource
+import re
 import shlex
 import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parent.parent
+from measuring import (
+    REPO,
+    BenchError,
+    Sample,
+    enable_subreaper,
+    mapreduce_command,
+    measure,
+)
+
 GEN_CORPUS = REPO.parent / "shared" / "bench" / "gen_corpus.py"
 JOB = REPO / "bench" / "jobs" / "wordcount_split.py"
 DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "mapreduce-bench"
@@ -67,6 +97,8 @@ MARKER = "_COMPLETE.json"  # mapreduce skips input names starting with "_"
 
 DEFAULTS = {"mb": 64.0, "files": 8, "repeat": 3}
 QUICK = {"mb": 2.0, "files": 2, "repeat": 1}
+DEFAULT_WORKERS = (1, 2)
+MIN_MAP_TASKS = 8  # the automatic split size aims at max(this, 2 x workers) map tasks
 
 #: The baseline, run as ``python -c BASELINE OUTPUT FILE...``.
 BASELINE = """\
@@ -83,9 +115,8 @@ with open(sys.argv[1], "w", encoding="utf-8") as out:
         out.write(f"{word}\\t{count}\\n")
 """
 
-
-class BenchError(Exception):
-    """A run failed or the outputs disagree (exit status 1)."""
+_SIZE = re.compile(r"^\s*(\d+)\s*([kmg]?)i?b?\s*$", re.IGNORECASE)
+_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30}
 
 
 @dataclass(frozen=True)
@@ -96,26 +127,22 @@ class Corpus:
     reused: bool
 
 
-@dataclass(frozen=True)
-class Sample:
-    """One measured run of one command."""
-
-    wall: float
-    cpu: float
-    peak_bytes: int
-    floor_bytes: int  # this script's own peak when it spawned the child
-
-
 @dataclass
 class Contender:
-    """A command under test and its samples."""
+    """A command under test, its samples and outputs."""
 
     name: str
+    argv: list[str]  # with OUT where the output path goes
+    env: dict[str, str] | None = None
+    workers: int = 0  # 0: not the embedded cluster
     samples: list[Sample] = field(default_factory=list)
     outputs: list[Path] = field(default_factory=list)
 
     def median_wall(self) -> float:
         return statistics.median(s.wall for s in self.samples)
+
+    def command(self, output: Path) -> list[str]:
+        return [str(output) if arg == "OUT" else arg for arg in self.argv]
 
 
 # --------------------------------------------------------------------------- corpus
@@ -183,48 +210,6 @@ def warm_page_cache(corpus: Corpus) -> None:
                 pass
 
 
-# --------------------------------------------------------------------------- measuring
-
-
-def _peak_bytes(maxrss: int) -> int:
-    return maxrss if sys.platform == "darwin" else maxrss * 1024  # Linux: KiB
-
-
-def own_peak_bytes() -> int:
-    """This process's peak RSS, which Linux also charges to every child it spawns."""
-    return _peak_bytes(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
-
-
-def measure(argv: Sequence[str], log: Path, env: dict[str, str] | None = None) -> Sample:
-    """Run ``argv`` as a child; return its wall and CPU seconds and peak RSS.
-
-    Raises:
-        BenchError: the command exited with a non-zero status.
-    """
-    floor = own_peak_bytes()
-    with open(log, "wb") as out:
-        started = time.monotonic()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, env=env)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        wall = time.monotonic() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here, not by Popen
-    if proc.returncode != 0:
-        text = log.read_text(encoding="utf-8", errors="replace")
-        raise BenchError(f"exit status {proc.returncode}: {shlex.join(argv)}\n{text}")
-    return Sample(wall, usage.ru_utime + usage.ru_stime, _peak_bytes(usage.ru_maxrss), floor)
-
-
-def mapreduce_command() -> tuple[list[str], dict[str, str]]:
-    """``mapreduce`` (the script beside this interpreter, else ``python -m``) on this checkout."""
-    env = dict(os.environ)
-    src = str(REPO / "src")
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
-    script = Path(sys.executable).parent / "mapreduce"
-    if script.is_file() and os.access(script, os.X_OK):
-        return [str(script)], env
-    return [sys.executable, "-m", "mapreduce"], env
-
-
 # --------------------------------------------------------------------------- checking
 
 
@@ -251,10 +236,11 @@ def describe_difference(want: dict[str, int], got: dict[str, int]) -> str:
     return "\n".join(lines)
 
 
-def check_outputs(baseline: Contender, mapreduce: Contender) -> dict[str, int]:
-    """The baseline's counts, once every output of both has been found equal to them."""
-    reference = read_counts([baseline.outputs[0]])
-    for contender in (baseline, mapreduce):
+def check_outputs(contenders: Sequence[Contender]) -> dict[str, int]:
+    """The baseline's counts, once every output of every contender has been found equal."""
+    first = contenders[0].outputs[0]
+    reference = read_counts([first])
+    for contender in contenders:
         for output in contender.outputs:
             parts = sorted(output.glob("part-*")) if output.is_dir() else [output]
             if output.is_dir() and not (output / "_SUCCESS").exists():
@@ -262,19 +248,34 @@ def check_outputs(baseline: Contender, mapreduce: Contender) -> dict[str, int]:
             counts = read_counts(parts)
             if counts != reference:
                 raise BenchError(
-                    f"{output} disagrees with {baseline.outputs[0]}:\n"
+                    f"{output} ({contender.name}) disagrees with {first}:\n"
                     + describe_difference(reference, counts)
                 )
     return reference
+
+
+def map_tasks(contenders: Sequence[Contender]) -> list[int]:
+    """The distinct numbers of map tasks the mapreduce runs report in ``_summary.json``."""
+    found: set[int] = set()
+    for contender in contenders:
+        for output in contender.outputs:
+            if output.is_dir():
+                summary = json.loads((output / "_summary.json").read_text(encoding="utf-8"))
+                found.add(int(summary["system"]["map_tasks"]))
+    return sorted(found)
 
 
 # --------------------------------------------------------------------------- report
 
 
 def print_table(corpus: Corpus, contenders: Sequence[Contender]) -> None:
-    header = f"{'name':<22} {'wall s (min-max)':>22} {'cpu s':>8} {'peak MiB':>9} {'MB/s':>7}"
+    header = (
+        f"{'name':<24} {'wall s (min-max)':>22} {'cpu s':>8} {'peak MiB':>9} {'MB/s':>7}"
+        f" {'x baseline':>10}"
+    )
     print(header)
     print("-" * len(header))
+    reference = contenders[0].median_wall()
     for c in contenders:
         walls = [s.wall for s in c.samples]
         wall = statistics.median(walls)
@@ -286,18 +287,63 @@ def print_table(corpus: Corpus, contenders: Sequence[Contender]) -> None:
             peak = "<=" + peak  # the child stayed under this script's own peak
         spread = f"{wall:.3f} ({min(walls):.3f}-{max(walls):.3f})"
         mbps = corpus.bytes / 1e6 / wall
-        print(f"{c.name:<22} {spread:>22} {cpu:>8.3f} {peak:>9} {mbps:>7.1f}")
+        ratio = f"{wall / reference:.2f}x"
+        print(f"{c.name:<24} {spread:>22} {cpu:>8.3f} {peak:>9} {mbps:>7.1f} {ratio:>10}")
+
+
+def parse_size(text: str) -> int:
+    """``"auto"`` as 0, else ``"4096"``, ``"64K"``, ``"8M"`` as bytes (binary units)."""
+    if text.strip().lower() == "auto":
+        return 0
+    match = _SIZE.match(text)
+    if not match or int(match.group(1)) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not auto or a size such as 4096, 64K, 8M")
+    return int(match.group(1)) * _UNITS[match.group(2).lower()]
+
+
+def auto_split_size(sizes: Sequence[int], workers: Sequence[int]) -> int:
+    """The largest split size that cuts files of ``sizes`` into max(8, 2 x workers) tasks or more.
+
+    Files are cut one by one (a file of ``n`` bytes gives ``ceil(n / size)``
+    splits), so the candidates are ``ceil(n / k)`` for each file and each
+    number of pieces ``k``; the largest one that makes enough splits avoids
+    slivers (8 files of 7.99 to 8.00 MB: one split each, not 8 plus 4 slivers).
+    """
+    tasks = max(MIN_MAP_TASKS, 2 * max(workers, default=1))
+    candidates = {math.ceil(n / k) for n in sizes if n > 0 for k in range(1, tasks + 1)}
+    for size in sorted(candidates, reverse=True):
+        if sum(math.ceil(n / size) for n in sizes) >= tasks:
+            return size
+    return 1  # fewer bytes than tasks: as many tasks as there can be
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Word count: mapreduce run --local against one core of plain Python.",
+        description="Word count: mapreduce run --local and on the embedded cluster "
+        "against one core of plain Python.",
         epilog="--mb, --files and --repeat default to 64, 8 and 3 (with --quick: 2, 2, 1).",
     )
     parser.add_argument("--mb", type=float, help="corpus size in 10**6 bytes")
     parser.add_argument("--files", type=int, help="number of corpus files")
     parser.add_argument("--repeat", type=int, help="measured runs of each command (median)")
     parser.add_argument("--reducers", type=int, default=2, help="mapreduce --reducers (2)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        nargs="*",
+        default=list(DEFAULT_WORKERS),
+        metavar="N",
+        help="embedded cluster sizes to measure, each a mapreduce run --workers N "
+        "(default: 1 2; none: --local only)",
+    )
+    parser.add_argument(
+        "--split-size",
+        type=parse_size,
+        default=0,
+        metavar="SIZE",
+        help="mapreduce --split-size of every mapreduce run, e.g. 8M (default auto: "
+        f"the largest that gives max({MIN_MAP_TASKS}, 2 x the most workers) map tasks)",
+    )
     parser.add_argument(
         "--quick", action="store_true", help="a seconds-long smoke test: 2 MB, 2 files, 1 run"
     )
@@ -313,6 +359,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
             setattr(args, name, value)
     if args.mb <= 0 or args.files < 1 or args.repeat < 1 or args.reducers < 1:
         parser.error("--mb must be positive; --files, --repeat and --reducers at least 1")
+    if any(n < 1 for n in args.workers):
+        parser.error("--workers must be at least 1")
+    args.workers = sorted(set(args.workers))
     work_dir = args.work_dir.resolve()
     if work_dir == REPO or REPO in work_dir.parents:
         parser.error(f"--work-dir {work_dir} is inside the repository; use a directory outside")
@@ -320,42 +369,69 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return args
 
 
+def contenders_for(args: argparse.Namespace, corpus: Corpus, split_size: int) -> list[Contender]:
+    """The baseline, then mapreduce --local, then one mapreduce per cluster size."""
+    mapreduce, env = mapreduce_command()
+    files = [str(p) for p in corpus.files]
+    common = [*mapreduce, "run", str(JOB), "--input", str(corpus.path), "--output", "OUT"]
+    common += ["--reducers", str(args.reducers), "--split-size", str(split_size)]
+    common += ["--overwrite", "-q"]
+    contenders = [
+        Contender("python Counter (1 core)", [sys.executable, "-c", BASELINE, "OUT", *files]),
+        Contender("mapreduce --local", [*common, "--local"], env),
+    ]
+    for n in args.workers:
+        name = f"mapreduce --workers {n}"
+        contenders.append(Contender(name, [*common, "--workers", str(n)], env, workers=n))
+    return contenders
+
+
+def print_ratios(contenders: Sequence[Contender]) -> None:
+    baseline, *others = contenders
+    for c in others:
+        ratio = c.median_wall() / baseline.median_wall()
+        print(f"ratio {c.name.removeprefix('mapreduce ')}/baseline wall: {ratio:.2f}x")
+    clusters = [c for c in others if c.workers]
+    if len(clusters) >= 2 and clusters[0].workers == 1:
+        one, most = clusters[0], clusters[-1]
+        ratio = most.median_wall() / one.median_wall()
+        ideal = 1 / most.workers
+        print(
+            f"ratio --workers {most.workers}/--workers 1 wall: {ratio:.2f}x "
+            f"(parallel efficiency {ideal / ratio:.0%}: {ideal:.2f}x would be perfect "
+            "scaling, 1.00x no gain)"
+        )
+
+
 def run(args: argparse.Namespace) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     corpus = ensure_corpus(args.work_dir, args.mb, args.files)
     warm_page_cache(corpus)
+    subreaper = enable_subreaper()  # after generating: no orphan of that is counted
+    split_size = args.split_size or auto_split_size(
+        [p.stat().st_size for p in corpus.files], args.workers
+    )
+    contenders = contenders_for(args, corpus, split_size)
     runs = Path(tempfile.mkdtemp(prefix="runs-", dir=args.work_dir))
-    mapreduce, env = mapreduce_command()
-    files = [str(p) for p in corpus.files]
-    baseline = Contender("python Counter (1 core)")
-    local = Contender(f"mapreduce --local R={args.reducers}")
 
-    print(f"corpus    {corpus.path}: {corpus.bytes:,} bytes in {len(files)} files", end="")
+    print(f"corpus    {corpus.path}: {corpus.bytes:,} bytes in {len(corpus.files)} files", end="")
     print(" (reused)" if corpus.reused else " (generated)")
     print(f"python    {sys.executable} ({platform.python_implementation()} ", end="")
     print(f"{platform.python_version()}), {os.cpu_count()} CPUs, ", end="")
     print("load average {:.2f} {:.2f} {:.2f}".format(*os.getloadavg()))
     print(f"baseline  python -c <Counter over line.split()> OUT {corpus.path}/part-*.txt")
-    example = [*mapreduce, "run", str(JOB), "--input", str(corpus.path), "--output", "OUT"]
-    example += ["--reducers", str(args.reducers), "--local", "--overwrite", "-q"]
-    print(f"mapreduce {shlex.join(example)}")
+    for c in contenders[1:]:
+        print(f"mapreduce {shlex.join(c.argv)}")
     print(f"runs      {args.repeat} of each, alternating; figures are medians", flush=True)
 
     try:
         for i in range(args.repeat):
-            out = runs / f"baseline-{i}.tsv"
-            argv = [sys.executable, "-c", BASELINE, str(out), *files]
-            baseline.samples.append(measure(argv, runs / f"baseline-{i}.log"))
-            baseline.outputs.append(out)
-
-            out = runs / f"mapreduce-{i}"
-            argv = [*mapreduce, "run", str(JOB), "--input", str(corpus.path)]
-            argv += ["--output", str(out), "--reducers", str(args.reducers)]
-            argv += ["--local", "--overwrite", "-q"]
-            local.samples.append(measure(argv, runs / f"mapreduce-{i}.log", env))
-            local.outputs.append(out)
-
-        counts = check_outputs(baseline, local)
+            for k, c in enumerate(contenders):
+                out = runs / (f"{k}-{i}.tsv" if k == 0 else f"{k}-{i}")
+                c.samples.append(measure(c.command(out), runs / f"{k}-{i}.log", c.env))
+                c.outputs.append(out)
+        counts = check_outputs(contenders)
+        tasks = map_tasks(contenders[1:])
     except BenchError as exc:
         raise BenchError(f"{exc}\noutputs and logs kept in {runs}") from exc
     except BaseException:
@@ -364,15 +440,34 @@ def run(args: argparse.Namespace) -> None:
     shutil.rmtree(runs)
 
     print()
-    print_table(corpus, [baseline, local])
+    print_table(corpus, contenders)
     print()
+    runs_total = len(contenders) * args.repeat
     print(f"outputs agree: {sum(counts.values()):,} words, {len(counts):,} distinct, ", end="")
-    print(f"all {2 * args.repeat} runs")
-    floor = max(s.floor_bytes for c in (baseline, local) for s in c.samples) / (1 << 20)
+    print(f"all {runs_total} runs")
+    shown = "/".join(map(str, tasks))
+    print(f"map tasks: {shown} per mapreduce run (--split-size {split_size}), ", end="")
+    print(f"R={args.reducers}")
+    if args.workers and min(tasks) < 2 * max(args.workers):
+        print(f"  warning: fewer than 2 x {max(args.workers)} map tasks; lower --split-size")
+    if subreaper:
+        counted = [
+            f"{c.name.removeprefix('mapreduce ')}: {'/'.join(map(str, orphans))}"
+            for c in contenders
+            if any(orphans := sorted({s.orphans for s in c.samples}))
+        ]
+        if counted:
+            print("cpu includes the orphans reaped by this script (the workers' fork servers")
+            print(
+                "  and resource trackers, with the task processes they reaped), per run: ", end=""
+            )
+            print(", ".join(counted))
+    else:
+        print("warning: no subreaper (not Linux?): the cluster's cpu misses its task processes")
+    floor = max(s.floor_bytes for c in contenders for s in c.samples) / (1 << 20)
     print(f"peak RSS floor: {floor:.1f} MiB (this script's own peak, charged to each child;")
-    print("  a peak shown as <=X never rose above it)")
-    ratio = local.median_wall() / baseline.median_wall()
-    print(f"ratio mapreduce/baseline wall: {ratio:.2f}x")
+    print("  a peak shown as <=X never rose above it); peak = largest single process")
+    print_ratios(contenders)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

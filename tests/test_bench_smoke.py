@@ -1,7 +1,8 @@
-"""Smoke test of ``bench/wordcount.py --quick``: it runs and the outputs agree.
+"""Smoke tests of ``bench/wordcount.py --quick`` and ``bench/startup.py --quick``.
 
-Only correctness is asserted (exit status 0 means every run succeeded and the
-mapreduce output equals the plain-Python count); timings are never asserted.
+Only correctness is asserted (exit status 0 means every run succeeded and
+every output was checked: the word counts equal the plain-Python count, the
+start-up probe counted its input); timings are never asserted.
 """
 
 from __future__ import annotations
@@ -16,22 +17,55 @@ import pytest
 from tests.conftest import REPO, SHARED
 
 BENCH = REPO / "bench" / "wordcount.py"
+STARTUP = REPO / "bench" / "startup.py"
 GEN_CORPUS = SHARED / "bench" / "gen_corpus.py"
 
+NUMBER = r"\d+\.\d+x"
 
-def test_wordcount_bench_quick(tmp_path: Path) -> None:
-    if not GEN_CORPUS.is_file():
-        pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
+
+def run_bench(script: Path, work_dir: Path) -> str:
     result = subprocess.run(
-        [sys.executable, str(BENCH), "--quick", "--work-dir", str(tmp_path)],
+        [sys.executable, str(script), "--quick", "--work-dir", str(work_dir)],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "outputs agree" in result.stdout
-    assert re.search(r"^ratio mapreduce/baseline wall: \d+\.\d+x$", result.stdout, re.MULTILINE)
+    return result.stdout
+
+
+def has_line(pattern: str, text: str) -> bool:
+    return re.search(f"^{pattern}$", text, re.MULTILINE) is not None
+
+
+def test_wordcount_bench_quick(tmp_path: Path) -> None:
+    if not GEN_CORPUS.is_file():
+        pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
+    out = run_bench(BENCH, tmp_path)
+    assert "outputs agree" in out
+    for name in ("python Counter", "mapreduce --local", "mapreduce --workers 1"):
+        assert has_line(rf"{name}.* {NUMBER}", out), name
+    assert has_line(rf"ratio --local/baseline wall: {NUMBER}", out)
+    assert has_line(rf"ratio --workers 1/baseline wall: {NUMBER}", out)
+    assert has_line(rf"ratio --workers 2/baseline wall: {NUMBER}", out)
+    assert has_line(rf"ratio --workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
+    # Enough map tasks for two workers, and the orphaned task CPU is counted.
+    match = re.search(r"^map tasks: (\d+) per mapreduce run", out, re.MULTILINE)
+    assert match and int(match.group(1)) >= 4, out
+    if sys.platform.startswith("linux"):
+        assert "cpu includes the orphans reaped by this script" in out
     # The corpus stays for reuse; the run outputs are cleaned up.
     assert (tmp_path / "corpus-2mb-2f" / "_COMPLETE.json").is_file()
     assert not list(tmp_path.glob("runs-*"))
+
+
+def test_startup_bench_quick(tmp_path: Path) -> None:
+    out = run_bench(STARTUP, tmp_path)
+    assert "outputs right: all 6 mapreduce runs" in out
+    assert has_line(r"python -c pass .* 1\.0x .*", out)
+    for name in ("run --local", "run --workers 1", "run --workers 2"):
+        assert has_line(rf"mapreduce {name} .*", out), name
+        assert has_line(rf"ratio {name} first task/python -c pass: \d+\.\dx \(\d+\.\d+s\)", out)
+    # Everything it wrote is cleaned up.
+    assert not list(tmp_path.iterdir())

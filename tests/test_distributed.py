@@ -23,7 +23,7 @@ from mapreduce import client
 from mapreduce.cluster import EmbeddedCluster
 from mapreduce.core.master import JobState, MasterConfig
 from mapreduce.core.tasks import AttemptState
-from mapreduce.errors import JobFailedError
+from mapreduce.errors import JobFailedError, UsageError
 from mapreduce.planning import JobOptions
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -456,3 +456,43 @@ def test_helper_modules_ship_with_py_files(tmp_path: Path) -> None:
     result = run_cli(*base, "-o", out, "--py-files", JOBS / "helper_words.py")
     assert result.returncode == 0, result.stderr
     assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"
+
+
+def test_output_appearing_during_the_job_fails_it_without_touching_it(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("a b\n")
+    out = tmp_path / "out"
+    with EmbeddedCluster(1, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        request = client.build_submission(
+            options(JOBS / "sleepy.py", inp, out, 1, params={"sleep": "2"})
+        )
+        job_id = client.submit(stub, request)
+        # a second job may not write to the same output while the first runs
+        second = client.build_submission(options(JOBS / "sleepy.py", inp, out, 1))
+        with pytest.raises(UsageError, match="already writes to"):
+            client.submit(stub, second)
+        out.mkdir()
+        (out / "mine").write_text("precious")
+        with pytest.raises(JobFailedError, match="appeared while the job ran"):
+            client.wait_for(stub, job_id, out=None)
+    assert [p.name for p in out.iterdir()] == ["mine"]
+
+
+def test_job_ids_and_outputs_that_could_escape_are_refused(tmp_path: Path) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("a\n")
+    with EmbeddedCluster(0, FAST) as cluster:
+        stub = pb_grpc.MasterStub(grpc.insecure_channel(cluster.address))
+        request = client.build_submission(options(JOBS / "sleepy.py", inp, tmp_path / "o", 1))
+        for job_id in ["../../etc", "a/b", "", ".hidden"]:
+            request.spec.job_id = job_id
+            with pytest.raises(grpc.RpcError) as info:
+                stub.SubmitJob(request, timeout=10)
+            assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        request.spec.job_id = "job-ok"
+        request.spec.output = "relative/out"
+        with pytest.raises(grpc.RpcError) as info:
+            stub.SubmitJob(request, timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert not (tmp_path / "o").exists()

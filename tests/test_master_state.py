@@ -301,12 +301,29 @@ def test_exactly_one_reduce_attempt_commits() -> None:
     assert isinstance(grant[0], act.GrantCommit)
     deny = c.send(ev.ReduceCommitRequested(c.now, "w2", inc2, c.ref(r_b)))
     assert isinstance(deny[0], act.DenyCommit)
+    assert c.task(REDUCE, 0).attempts[r_b.attempt].state is AttemptState.KILLED
     # the denied attempt's success report cannot complete the partition
     c.send(ev.ReduceTaskSucceeded(c.now, "w2", inc2, c.ref(r_b), 1, {"c": 9}))
     assert c.task(REDUCE, 0).state is TaskState.IN_PROGRESS
     c.send(ev.ReduceTaskSucceeded(c.now, "w1", inc1, c.ref(r_a), 1, {"c": 1}))
     assert c.job() is JobState.SUCCEEDED
     assert c.task(REDUCE, 0).counters == {"c": 1}
+
+
+def test_denied_attempt_ends_so_a_failed_grant_holder_is_retried() -> None:
+    c = Cluster(backup_after=0)
+    c.submit(maps=0, reduces=1, backup_tasks=True)
+    c.register("w1")
+    c.register("w2")
+    (r_a,) = c.request("w1")
+    (r_b,) = c.request("w2")  # backup
+    c.send(ev.ReduceCommitRequested(c.now, "w1", c.incarnations["w1"], c.ref(r_a)))
+    c.send(ev.ReduceCommitRequested(c.now, "w2", c.incarnations["w2"], c.ref(r_b)))
+    c.fail(r_a)  # the granted attempt fails before renaming (say, the disk is full)
+    assert c.task(REDUCE, 0).state is TaskState.IDLE  # not stuck with the denied one
+    (again,) = c.request("w2")
+    assert again.attempt == 2
+    assert act.JobSucceeded("j") in c.finish(again)
 
 
 def test_commit_grant_released_when_the_granted_worker_dies() -> None:

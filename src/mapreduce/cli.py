@@ -295,6 +295,10 @@ def _print_summary(summary: dict[str, object]) -> None:
             print(f"    {name}: {value}")
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
 def _run(args: argparse.Namespace) -> int:
     options = _job_options(args)
     if args.local:
@@ -307,12 +311,18 @@ def _run(args: argparse.Namespace) -> int:
     request = client.build_submission(
         options, tuple(args.py_files), args.max_attempts, args.backup_tasks
     )
+    signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
     if args.task_timeout <= 0:
         raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
     with EmbeddedCluster(args.workers, MasterConfig(task_timeout=args.task_timeout)) as cluster:
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
-        result = client.wait_for(stub, job_id, out=None if args.quiet else sys.stderr)
+        result = client.wait_for(
+            stub,
+            job_id,
+            out=None if args.quiet else sys.stderr,
+            workers_alive=cluster.any_worker_alive,
+        )
     if not args.quiet:
         _print_summary(result)
     return 0

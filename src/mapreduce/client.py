@@ -6,6 +6,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Callable
 from typing import TextIO
 
 import grpc
@@ -63,7 +64,7 @@ def build_submission(
         job_file_name=os.path.basename(options.job_path),
         job_source=source,
         py_files=extra,
-        output=os.path.abspath(options.output),
+        output=os.path.normpath(os.path.abspath(options.output)),
         splits=tuple(splits),
     )
     if max_attempts < 1:
@@ -96,11 +97,20 @@ def progress_line(status: pb.JobStatus) -> str:
 
 
 def wait_for(
-    stub: pb_grpc.MasterStub, job_id: str, out: TextIO | None = sys.stderr, every: float = 0.1
+    stub: pb_grpc.MasterStub,
+    job_id: str,
+    out: TextIO | None = sys.stderr,
+    every: float = 0.1,
+    workers_alive: Callable[[], bool] | None = None,
 ) -> dict[str, object]:
-    """Poll until the job ends; print progress changes; return its summary or raise."""
+    """Poll until the job ends; print progress changes; return its summary or raise.
+
+    ``workers_alive`` (for an embedded cluster) ends the wait when every worker died.
+    """
     last = ""
     while True:
+        if workers_alive is not None and not workers_alive():
+            raise JobFailedError(f"job {job_id} failed: every worker process exited")
         status = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=30)
         line = progress_line(status)
         if out is not None and line != last:

@@ -76,16 +76,20 @@ class EmbeddedCluster:
         self.processes.append(process)
         return process
 
+    def any_worker_alive(self) -> bool:
+        return any(process.poll() is None for process in self.processes)
+
     def close(self) -> None:
         for process in self.processes:
-            if process.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGTERM)
+            # Also when the worker itself is gone: its task processes may not be.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGTERM)
         for process in self.processes:
             try:
                 process.wait(timeout=5)
             except subprocess.TimeoutExpired:
-                os.killpg(process.pid, signal.SIGKILL)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
         self.driver.stop()
         self.server.stop(grace=None)

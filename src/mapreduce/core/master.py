@@ -401,8 +401,11 @@ class MasterState:
         if worker is None or not found or ref.kind is not TaskKind.REDUCE:
             out.append(deny)
             return
-        _job, task, attempt = found
+        job, task, attempt = found
         if task.state is TaskState.COMPLETED or task.commit_granted not in (None, attempt.number):
+            # The denied attempt discards its output and ends: it no longer runs.
+            self._stop_attempt(job, task, attempt, AttemptState.KILLED)
+            self._maybe_idle(job, task)
             out.append(deny)
             return
         task.commit_granted = attempt.number
@@ -417,7 +420,10 @@ class MasterState:
             return
         job, task, attempt = found
         if task.commit_granted != attempt.number or task.state is TaskState.COMPLETED:
-            return  # only the granted attempt may complete a partition
+            # Only the granted attempt may complete a partition; this one is over.
+            self._stop_attempt(job, task, attempt, AttemptState.KILLED)
+            self._maybe_idle(job, task)
+            return
         self._stop_attempt(job, task, attempt, AttemptState.SUCCEEDED)
         task.state = TaskState.COMPLETED
         task.completed_attempt = attempt.number

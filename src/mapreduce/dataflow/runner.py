@@ -252,7 +252,7 @@ def run_map_task(
 
     Writes ``workdir/part-NNNNN.run`` for each of the R partitions (``workdir``
     must exist and be private to this attempt).  ``progress`` is called every
-    1024 records, so a supervisor can tell a slow task from a stuck one.
+    64 records, so a supervisor can tell a slow task from a stuck one.
 
     Raises:
         RecordFailure: ``map`` raised on a record, or a record could not be decoded.
@@ -277,7 +277,7 @@ def run_map_task(
         try:
             for offset, key, value in read_split(split, plan.input_format, skip):  # noqa: B007
                 records += 1
-                if progress is not None and not records & 1023:
+                if progress is not None and not records & 63:
                     progress()
                 out = map_fn(key, value)
                 if out is None:
@@ -300,6 +300,8 @@ def run_map_task(
                         size = 0
         except (TaskError, KeyboardInterrupt):
             raise
+        except OSError as exc:  # a disk or an input file, not the record's fault
+            raise TaskError(_describe(exc), _user_traceback(exc)) from exc
         except BadRecordError as exc:
             raise RecordFailure(exc.offset, f"{exc.path}@{exc.offset}", exc.reason, "") from exc
         except Exception as exc:

@@ -8,6 +8,7 @@ are delivered later (kills, through heartbeat replies) are carried out here.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from mapreduce.core.master import JobState, MasterConfig, MasterState
 from mapreduce.core.tasks import AttemptState, TaskKind, TaskState
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.dataflow.runner import TaskResult
+from mapreduce.errors import MapReduceError
 from mapreduce.rpc.convert import ShippedJob
 from mapreduce.summary import JobSummary, SkippedRecord
 
@@ -72,6 +74,9 @@ class MasterDriver:
     def handle(self, event: ev.Event, result: TaskResult | None = None) -> list[act.Action]:
         """Apply ``event``; ``result`` is the stats of a success report, kept if it counts."""
         with self.lock:
+            # The time is read once the lock is held: an event that waited for the
+            # lock must not look older than it is (a heartbeat, say).
+            event = dataclasses.replace(event, now=self.now())
             actions = self.state.handle(event)
             if result is not None and isinstance(
                 event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded
@@ -129,7 +134,7 @@ class MasterDriver:
         data = summary.to_dict()
         try:
             entry.committer.commit_job(data)
-        except OSError as exc:
+        except (OSError, MapReduceError) as exc:
             job.state = JobState.FAILED
             job.reason = f"committing the output failed: {exc}"
             return

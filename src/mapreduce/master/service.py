@@ -82,13 +82,17 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.HeartbeatRequest, context: grpc.ServicerContext
     ) -> pb.HeartbeatReply:
         w = request.worker
-        running = tuple(convert.attempt_from_pb(a) for a in request.running)
-        out = self.driver.handle(
-            ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, running)
-        )
-        reregister = any(isinstance(a, act.ReRegisterWorker) for a in out)
-        kills = self.driver.take_kills(w.worker_id)
+        progressed = tuple(convert.attempt_from_pb(a) for a in request.progressed)
+        running = [convert.attempt_from_pb(a) for a in request.running]
         with self.driver.lock:
+            out = self.driver.handle(
+                ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, progressed)
+            )
+            reregister = any(isinstance(a, act.ReRegisterWorker) for a in out)
+            self.driver.take_kills(w.worker_id)  # superseded by the check below
+            # Kill every attempt the worker runs that the master does not: a kill
+            # lost with a reply is sent again with the next one.
+            kills = [ref for ref in running if not self.driver.attempt_running(ref)]
             finished = list(self.driver.finished_jobs)
         return pb.HeartbeatReply(
             kill=[convert.attempt_to_pb(k) for k in kills],
@@ -234,6 +238,12 @@ class MasterService(pb_grpc.MasterServicer):
         with self.driver.lock:
             if job_id in self.driver.jobs:
                 return pb.SubmitJobReply(job_id=job_id)  # a retried submission
+            for other in self.driver.jobs.values():
+                if other.shipped.output == shipped.output and other.finished is None:
+                    context.abort(
+                        grpc.StatusCode.FAILED_PRECONDITION,
+                        f"job {other.shipped.plan.job_id} already writes to {shipped.output}",
+                    )
             committer = OutputCommitter(shipped.output, job_id, overwrite=request.overwrite)
             try:
                 committer.prepare()

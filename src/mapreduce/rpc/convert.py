@@ -7,6 +7,7 @@ set explicitly (gRPC's default receive limit is 4 MiB).
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from mapreduce.core.events import AttemptRef
@@ -56,8 +57,7 @@ def attempt_to_pb(ref: AttemptRef) -> pb.AttemptId:
 def attempt_from_pb(msg: pb.AttemptId) -> AttemptRef:
     if msg.kind not in _KINDS_BACK:
         raise BadMessage(f"unknown task kind {msg.kind}")
-    if not msg.job_id:
-        raise BadMessage("missing job id")
+    check_job_id(msg.job_id)
     return AttemptRef(msg.job_id, _KINDS_BACK[msg.kind], msg.index, msg.attempt)
 
 
@@ -89,14 +89,28 @@ def job_to_pb(job: ShippedJob) -> pb.JobSpec:
 
 
 def _safe_name(name: str) -> str:
-    if not name or os.path.isabs(name) or ".." in name.split("/") or "\\" in name:
+    parts = name.split("/")
+    if not name or os.path.isabs(name) or ".." in parts or "" in parts or "\0" in name:
         raise BadMessage(f"shipped file name {name!r} must be a relative path without '..'")
     return name
 
 
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids name directories on the master and the workers: letters, digits, ``_.-``."""
+    if not _JOB_ID.match(job_id) or ".." in job_id:
+        raise BadMessage(f"invalid job id {job_id!r}")
+    return job_id
+
+
 def job_from_pb(msg: pb.JobSpec) -> ShippedJob:
-    if not msg.job_id or msg.num_reducers < 1:
-        raise BadMessage("a job needs a job id and at least one reducer")
+    check_job_id(msg.job_id)
+    if msg.num_reducers < 1:
+        raise BadMessage("a job needs at least one reducer")
+    if not os.path.isabs(msg.output) or os.path.normpath(msg.output) != msg.output:
+        raise BadMessage(f"the output {msg.output!r} must be an absolute, normalised path")
     name = _safe_name(msg.job_file_name)
     if "/" in name:
         raise BadMessage("job_file_name must be a base name")

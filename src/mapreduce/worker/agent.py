@@ -86,6 +86,7 @@ class Worker:
         self.stopping = threading.Event()
         self.heartbeat_interval = 1.0
         self._channels: dict[str, grpc.Channel] = {}
+        self._register_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -135,6 +136,11 @@ class Worker:
             self._task_loop()
         finally:
             self.stopping.set()
+            with self.lock:
+                for running in self.running.values():
+                    running.killed.set()
+                    if running.child is not None:
+                        running.child.kill()
             self.shuffle_server.stop(grace=None)
 
     def stop(self) -> None:
@@ -154,8 +160,14 @@ class Worker:
         self.heartbeat_interval = reply.heartbeat_interval or 1.0
         log.info("worker %s registered (incarnation %s)", self.worker_id, self.incarnation)
 
-    def _reregister(self) -> None:
-        """The master declared us dead: drop everything and start as a new incarnation."""
+    def _reregister(self, refused: str) -> None:
+        """The master refused incarnation ``refused``: drop everything, register anew."""
+        with self._register_lock:
+            if refused != self.incarnation:
+                return  # another thread already registered a new incarnation
+            self._drop_and_register()
+
+    def _drop_and_register(self) -> None:
         with self.lock:
             for running in self.running.values():
                 running.killed.set()
@@ -168,28 +180,33 @@ class Worker:
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval):
-            with self.lock:
-                progressed = []
-                for running in self.running.values():
-                    count = running.child.progress.value if running.child is not None else -1
-                    if running.fetching or count != running.last_progress:
-                        progressed.append(convert.attempt_to_pb(running.ref))
-                    running.last_progress = count
             try:
-                reply = self._master_call(
-                    "Heartbeat", pb.HeartbeatRequest(worker=self.identity(), running=progressed)
-                )
-            except grpc.RpcError as exc:
-                log.warning("heartbeat failed: %s", exc.code())
-                continue
-            assert isinstance(reply, pb.HeartbeatReply)
-            if reply.reregister:
-                self._reregister()
-                continue
-            for kill in reply.kill:
-                self._kill(convert.attempt_from_pb(kill))
-            for job_id in reply.finished_jobs:
-                self._forget_job(job_id)
+                self._heartbeat()
+            except Exception:  # never let the heartbeat thread die
+                log.exception("heartbeat failed")
+
+    def _heartbeat(self) -> None:
+        with self.lock:
+            progressed, running_now = [], []
+            for running in self.running.values():
+                count = running.child.progress.value if running.child is not None else -1
+                if running.fetching or count != running.last_progress:
+                    progressed.append(convert.attempt_to_pb(running.ref))
+                running.last_progress = count
+                running_now.append(convert.attempt_to_pb(running.ref))
+        incarnation = self.incarnation
+        reply = self._master_call(
+            "Heartbeat",
+            pb.HeartbeatRequest(worker=self.identity(), progressed=progressed, running=running_now),
+        )
+        assert isinstance(reply, pb.HeartbeatReply)
+        if reply.reregister:
+            self._reregister(incarnation)
+            return
+        for kill in reply.kill:
+            self._kill(convert.attempt_from_pb(kill))
+        for job_id in reply.finished_jobs:
+            self._forget_job(job_id)
 
     def _kill(self, ref: AttemptRef) -> None:
         with self.lock:
@@ -208,6 +225,14 @@ class Worker:
         shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
 
     def _task_loop(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                self._ask_for_tasks()
+            except Exception:  # an I/O error of this worker: log it and go on
+                log.exception("asking for or starting tasks failed")
+                time.sleep(1)
+
+    def _ask_for_tasks(self) -> None:
         idle_sleep = 0.02
         while not self.stopping.is_set():
             with self.lock:
@@ -216,6 +241,7 @@ class Worker:
             if free <= 0:
                 time.sleep(0.02)
                 continue
+            incarnation = self.incarnation
             try:
                 reply = self._master_call(
                     "RequestTask", pb.RequestTaskRequest(worker=self.identity(), free_slots=free)
@@ -226,16 +252,25 @@ class Worker:
                 continue
             assert isinstance(reply, pb.RequestTaskReply)
             if reply.reregister:
-                self._reregister()
+                self._reregister(incarnation)
                 continue
+            installed = set()
             for spec in reply.jobs:
-                self._install_job(spec)
+                try:
+                    self._install_job(spec)
+                    installed.add(spec.job_id)
+                except (OSError, convert.BadMessage) as exc:
+                    log.error("cannot install job %s: %s", spec.job_id, exc)
             for assignment in reply.tasks:
-                self._start(assignment)
+                if assignment.attempt.job_id in installed or assignment.attempt.job_id in self.jobs:
+                    self._start(assignment)
+                else:  # the attempt fails here, the worker lives on
+                    running = _Running(convert.attempt_from_pb(assignment.attempt))
+                    self._report_failure(running, "", "the job's code could not be installed", "")
             if reply.tasks:
                 idle_sleep = 0.02
             else:
-                time.sleep(idle_sleep)
+                self.stopping.wait(idle_sleep)
                 idle_sleep = min(idle_sleep * 2, 0.25)
 
     def _install_job(self, spec: pb.JobSpec) -> None:
@@ -356,7 +391,8 @@ class Worker:
         fetched: dict[int, str] = {}
         pending: dict[futures.Future[int], tuple[int, int, str]] = {}
         running.fetching = True
-        with futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch") as pool:
+        pool = futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch")
+        try:
             while len(fetched) < num_maps:
                 if running.killed.is_set() or self.stopping.is_set():
                     return None
@@ -401,6 +437,9 @@ class Worker:
                         )
                 if not done and not pending:
                     time.sleep(0.05)
+        finally:
+            # A killed attempt must not wait for queued fetches to run.
+            pool.shutdown(wait=False, cancel_futures=True)
         running.fetching = False
         return [fetched[i] for i in range(num_maps)]
 

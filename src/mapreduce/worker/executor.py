@@ -8,6 +8,7 @@ a process that runs gRPC threads is unsafe), with the task runners preloaded.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.connection
 import traceback
@@ -86,16 +87,23 @@ class ChildAttempt:
         sender.close()
 
     def kill(self) -> None:
-        if self._process.is_alive():
-            self._process.kill()
+        """Kill the child.  (Processes it forked stay in the worker's process group, which
+        the embedded cluster kills as a whole; ``wait`` does not wait for them.)"""
+        if self._process.exitcode is None:
+            with contextlib.suppress(ProcessLookupError):
+                self._process.kill()
 
     def wait(self) -> AttemptOutcome:
         """Block until the child ends; return its outcome."""
         message: tuple[Any, ...] | None = None
-        try:
-            message = self._receiver.recv()
-        except (EOFError, OSError):
-            message = None
+        # Wait for a message or the child's end, whichever comes first: processes that
+        # user code forked may hold the pipe open after the child died.
+        multiprocessing.connection.wait([self._receiver, self._process.sentinel])
+        if self._receiver.poll():
+            try:
+                message = self._receiver.recv()
+            except (EOFError, OSError):
+                message = None
         self._process.join()
         self._receiver.close()
         if message is None:

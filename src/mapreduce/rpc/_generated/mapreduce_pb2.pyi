@@ -138,12 +138,14 @@ class RegisterWorkerReply(_message.Message):
     def __init__(self, heartbeat_interval: _Optional[float] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker", "running")
+    __slots__ = ("worker", "progressed", "running")
     WORKER_FIELD_NUMBER: _ClassVar[int]
+    PROGRESSED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
+    progressed: _containers.RepeatedCompositeFieldContainer[AttemptId]
     running: _containers.RepeatedCompositeFieldContainer[AttemptId]
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., progressed: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("kill", "reregister", "finished_jobs")
