@@ -14,20 +14,15 @@ import signal
 import sys
 from collections.abc import Sequence
 
-os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc starts: no INFO noise
-
-import grpc
-
-from mapreduce import __version__, client
-from mapreduce.cluster import EmbeddedCluster
-from mapreduce.core.master import MasterConfig
+from mapreduce import __version__
 from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.errors import JobFailedError, MapReduceError, UsageError
 from mapreduce.local import run_local
-from mapreduce.master.driver import MasterDriver
-from mapreduce.master.service import serve_master
 from mapreduce.planning import DEFAULT_MEMORY_MB, DEFAULT_SPLIT_SIZE, JobOptions
-from mapreduce.worker.agent import Worker, WorkerConfig
+
+# The cluster modules (gRPC among them) are imported by the commands that need
+# them, so that `run --local` starts fast.
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc starts: no INFO noise
 
 _SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -306,6 +301,10 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(summary.render())
         return 0
+    from mapreduce import client
+    from mapreduce.cluster import EmbeddedCluster
+    from mapreduce.core.master import MasterConfig
+
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
     request = client.build_submission(
@@ -329,6 +328,10 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _master(args: argparse.Namespace) -> int:
+    from mapreduce.core.master import MasterConfig
+    from mapreduce.master.driver import MasterDriver
+    from mapreduce.master.service import serve_master
+
     config = MasterConfig(
         worker_timeout=args.worker_timeout,
         task_timeout=args.task_timeout,
@@ -346,6 +349,8 @@ def _master(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from mapreduce.worker.agent import Worker, WorkerConfig
+
     logging.basicConfig(
         level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
         format="%(asctime)s %(name)s: %(message)s",
@@ -368,6 +373,8 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
+    from mapreduce import client
+
     request = client.build_submission(
         _job_options(args), tuple(args.py_files), args.max_attempts, args.backup_tasks
     )
@@ -384,6 +391,7 @@ def _submit(args: argparse.Namespace) -> int:
 def _status(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
+    from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
     stub = client.connect(args.master)
@@ -416,9 +424,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except grpc.RpcError as exc:
-        print(f"mapreduce: cannot reach the master: {exc.code()}: {exc.details()}", file=sys.stderr)
-        return 1
     except JobFailedError as exc:
         print(f"mapreduce: {exc}", file=sys.stderr)
         return 1
@@ -428,3 +433,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("mapreduce: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        grpc = sys.modules.get("grpc")
+        if grpc is not None and isinstance(exc, grpc.RpcError):
+            print(
+                f"mapreduce: cannot reach the master: {exc.code()}: {exc.details()}",
+                file=sys.stderr,
+            )
+            return 1
+        raise

@@ -155,6 +155,8 @@ def format_field(value: Any) -> str:
     """How a key or value is written to an output line: str as-is, others as JSON."""
     if type(value) is str:
         return value
+    if type(value) is int:
+        return str(value)  # as json.dumps writes it, faster
     if type(value) is bytes:
         return value.decode("utf-8", "backslashreplace")
     return json.dumps(value, ensure_ascii=False)
