@@ -16,12 +16,13 @@ writes its output to the path it is given, and the caller commits.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import os
 import sys
 import time
 import traceback
-from collections import Counter
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,11 @@ from mapreduce.jobfile import Job, load_job
 #: Rough per-entry overheads (bytes) of the map buffer's dict slot and list.
 _KEY_OVERHEAD = 120
 _VALUE_OVERHEAD = 8
+#: How many buffer entries the size estimate samples.
+_SAMPLE = 16
+#: Bounds, in records, of the interval between two checks of the map buffer's size.
+_MIN_CHECK = 16
+_MAX_CHECK = 65536
 
 
 @dataclass(frozen=True)
@@ -176,15 +182,45 @@ class _MapBuffer:
         )
         self.combine_fn = job.combine_fn if plan.use_combiner else None
         self.spill_files: list[list[str]] = []
+        self._records_at_check = 0
+        self._size_after_check = 0
 
     def estimate(self, buffer: dict[Any, list[Any]]) -> int:
-        size = 0
+        """Approximate bytes held by ``buffer``: counts exactly, sizes from a sample."""
+        if not buffer:
+            return 0
+        values = sum(map(len, buffer.values()))
+        sample = list(itertools.islice(buffer.items(), _SAMPLE))
         getsizeof = sys.getsizeof
-        for key, values in buffer.items():
-            size += getsizeof(key) + _KEY_OVERHEAD
-            for value in values:
-                size += getsizeof(value) + _VALUE_OVERHEAD
-        return size
+        key_size = sum(getsizeof(k) for k, _vs in sample) / len(sample)
+        value_size = sum(getsizeof(vs[-1]) for _k, vs in sample if vs) / len(sample)
+        return int(
+            len(buffer) * (key_size + _KEY_OVERHEAD) + values * (value_size + _VALUE_OVERHEAD)
+        )
+
+    def check(self, buffer: dict[Any, list[Any]], records: int) -> tuple[bool, int]:
+        """Combine or spill ``buffer`` if it outgrew the budget.
+
+        Returns:
+            whether the buffer was spilled (the caller starts a new one), and the
+            record count at which to check again, chosen so that the buffer grows
+            by about a quarter of the headroom left until then.
+        """
+        limit = self.plan.memory_bytes
+        size = self.estimate(buffer)
+        growth = (size - self._size_after_check) / max(1, records - self._records_at_check)
+        spilled = False
+        if size > limit:
+            if self.combine_fn is not None:
+                self.combine_in_place(buffer)
+                size = self.estimate(buffer)
+            if size > limit // 2:
+                self.spill(buffer)
+                spilled = True
+                size = 0
+        self._records_at_check, self._size_after_check = records, size
+        interval = int((limit - size) / 4 / max(growth, 1.0))
+        return spilled, records + min(max(interval, _MIN_CHECK), _MAX_CHECK)
 
     def sorted_parts(self, buffer: dict[Any, list[Any]]) -> list[list[Group]]:
         try:
@@ -269,11 +305,9 @@ def run_map_task(
     )
     buffers = _MapBuffer(job, plan, workdir)
     map_fn = job.map_fn
-    limit = plan.memory_bytes
-    getsizeof = sys.getsizeof
-    buffer: dict[Any, list[Any]] = {}
-    size = 0
+    buffer: defaultdict[Any, list[Any]] = defaultdict(list)
     records = 0
+    next_check = _MIN_CHECK
     offset = -1
     with context.activated(task, plan.params, counters):
         try:
@@ -285,21 +319,11 @@ def run_map_task(
                 if out is None:
                     continue
                 for k, v in out:
-                    values = buffer.get(k)
-                    if values is None:
-                        buffer[k] = [v]
-                        size += getsizeof(k) + getsizeof(v) + _KEY_OVERHEAD
-                    else:
-                        values.append(v)
-                        size += getsizeof(v) + _VALUE_OVERHEAD
-                if size > limit:
-                    if buffers.combine_fn is not None:
-                        buffers.combine_in_place(buffer)
-                        size = buffers.estimate(buffer)
-                    if size > limit // 2:
-                        buffers.spill(buffer)
-                        buffer = {}
-                        size = 0
+                    buffer[k].append(v)
+                if records >= next_check:
+                    spilled, next_check = buffers.check(buffer, records)
+                    if spilled:
+                        buffer = defaultdict(list)
         except (TaskError, KeyboardInterrupt):
             raise
         except OSError as exc:  # a disk or an input file, not the record's fault
