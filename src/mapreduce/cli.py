@@ -7,18 +7,21 @@ flag, job file, input or output), 130 on Ctrl-C.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import re
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 from mapreduce import __version__
 from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.errors import JobFailedError, MapReduceError, UsageError
 from mapreduce.local import run_local
 from mapreduce.planning import DEFAULT_MEMORY_MB, DEFAULT_SPLIT_SIZE, JobOptions
+from mapreduce.summary import render_summary
 
 # The cluster modules (gRPC among them) are imported by the commands that need
 # them, so that `run --local` starts fast.
@@ -244,6 +247,14 @@ def _add_cluster_parsers(
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
     status.add_argument("--master", required=True, metavar="HOST:PORT")
     status.add_argument("--json", action="store_true", help="print JSON")
+    status.add_argument("--job", metavar="JOB_ID", help="show one job and its summary")
+
+    logs = subparsers.add_parser(
+        "logs", help="print the logs and errors of every attempt of a task"
+    )
+    logs.add_argument("job", metavar="JOB_ID")
+    logs.add_argument("task", metavar="TASK", help="map-00003 or reduce-00001")
+    logs.add_argument("--master", required=True, metavar="HOST:PORT")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -274,20 +285,21 @@ def _job_options(args: argparse.Namespace) -> JobOptions:
     )
 
 
-def _print_summary(summary: dict[str, object]) -> None:
-    system = summary.get("system", {})
-    counters = summary.get("counters", {})
-    print(f"job {summary.get('job_id')} succeeded: output in {summary.get('output')}")
-    if isinstance(system, dict):
-        print(
-            f"  {system.get('map_tasks')} map tasks, {system.get('reduce_tasks')} reduce tasks; "
-            f"map input {system.get('map_input_records')} records; output "
-            f"{system.get('reduce_output_records')} records"
-        )
-    if isinstance(counters, dict) and counters:
-        print("  counters:")
-        for name, value in counters.items():
-            print(f"    {name}: {value}")
+def _follow(
+    stub: Any, job_id: str, quiet: bool, workers_alive: Callable[[], bool] | None = None
+) -> dict[str, Any]:
+    """Follow a job with a progress display on stderr; print the summary on stdout."""
+    from mapreduce import client, progress
+
+    display = None if quiet else progress.display_for(sys.stderr)
+    try:
+        summary = client.wait_for(stub, job_id, on_status=display, workers_alive=workers_alive)
+    finally:
+        if display is not None:
+            display.close()
+    if not quiet:
+        print(render_summary(summary))
+    return summary
 
 
 def _interrupt(signum: int, frame: object) -> None:
@@ -299,7 +311,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.local:
         summary = run_local(options)
         if not args.quiet:
-            print(summary.render())
+            print(render_summary(summary.to_dict()))
         return 0
     from mapreduce import client
     from mapreduce.cluster import EmbeddedCluster
@@ -316,14 +328,7 @@ def _run(args: argparse.Namespace) -> int:
     with EmbeddedCluster(args.workers, MasterConfig(task_timeout=args.task_timeout)) as cluster:
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
-        result = client.wait_for(
-            stub,
-            job_id,
-            out=None if args.quiet else sys.stderr,
-            workers_alive=cluster.any_worker_alive,
-        )
-    if not args.quiet:
-        _print_summary(result)
+        _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
     return 0
 
 
@@ -382,19 +387,28 @@ def _submit(args: argparse.Namespace) -> int:
     job_id = client.submit(stub, request)
     print(job_id, flush=True)
     if args.wait:
-        result = client.wait_for(stub, job_id, out=None if args.quiet else sys.stderr)
-        if not args.quiet:
-            _print_summary(result)
+        _follow(stub, job_id, args.quiet)
     return 0
 
 
 def _status(args: argparse.Namespace) -> int:
     from google.protobuf import json_format
 
-    from mapreduce import client
+    from mapreduce import client, progress
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
     stub = client.connect(args.master)
+    if args.job:
+        job = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=args.job), timeout=30)
+        if args.json:
+            print(json_format.MessageToJson(job))
+            return 0
+        print(progress.status_line(job) + (f" ({job.reason})" if job.reason else ""))
+        for failure in job.failures:
+            print(f"  attempt failed: {failure}")
+        if job.summary_json:
+            print(render_summary(json.loads(job.summary_json)))
+        return 0
     status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=30)
     if args.json:
         print(json_format.MessageToJson(status))
@@ -407,7 +421,24 @@ def _status(args: argparse.Namespace) -> int:
         )
     print(f"{len(status.jobs)} jobs")
     for job in status.jobs:
-        print("  " + client.progress_line(job) + (f" ({job.reason})" if job.reason else ""))
+        print("  " + progress.status_line(job) + (f" ({job.reason})" if job.reason else ""))
+    return 0
+
+
+def _logs(args: argparse.Namespace) -> int:
+    from mapreduce import client
+    from mapreduce.rpc._generated import mapreduce_pb2 as pb
+
+    stub = client.connect(args.master)
+    logs = stub.GetTaskLogs(pb.GetTaskLogsRequest(job_id=args.job, task=args.task), timeout=30)
+    for attempt in logs.attempts:
+        print(f"== {args.task} attempt {attempt.attempt} on {attempt.worker}: {attempt.state}")
+        if attempt.log:
+            print(attempt.log.rstrip("\n"))
+        if attempt.error:
+            print(attempt.error.rstrip("\n"))
+    if not logs.attempts:
+        print(f"{args.task} has not run yet")
     return 0
 
 
@@ -421,6 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "worker": _worker,
         "submit": _submit,
         "status": _status,
+        "logs": _logs,
     }
     try:
         return commands[args.command](args)

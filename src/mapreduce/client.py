@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import os
-import sys
 import time
 from collections.abc import Callable
-from typing import TextIO
 
 import grpc
 
@@ -99,23 +97,23 @@ def progress_line(status: pb.JobStatus) -> str:
 def wait_for(
     stub: pb_grpc.MasterStub,
     job_id: str,
-    out: TextIO | None = sys.stderr,
+    on_status: Callable[[pb.JobStatus], None] | None = None,
     every: float = 0.1,
     workers_alive: Callable[[], bool] | None = None,
 ) -> dict[str, object]:
-    """Poll until the job ends; print progress changes; return its summary or raise.
+    """Poll until the job ends; return its summary, or raise :class:`JobFailedError`.
 
-    ``workers_alive`` (for an embedded cluster) ends the wait when every worker died.
+    Args:
+        on_status: called with every status polled (a progress display).
+        every: seconds between polls.
+        workers_alive: for an embedded cluster: ends the wait when every worker died.
     """
-    last = ""
     while True:
         if workers_alive is not None and not workers_alive():
             raise JobFailedError(f"job {job_id} failed: every worker process exited")
         status = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=30)
-        line = progress_line(status)
-        if out is not None and line != last:
-            print(line, file=out, flush=True)
-            last = line
+        if on_status is not None:
+            on_status(status)
         if status.state == "succeeded" and status.summary_json:
             summary: dict[str, object] = json.loads(status.summary_json)
             return summary

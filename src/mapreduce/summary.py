@@ -85,29 +85,38 @@ class JobSummary:
             ],
         }
 
-    def render(self) -> str:
-        """A few human-readable lines for the end of a run."""
-        system = self.system_counters()
-        phases = ", ".join(f"{k} {v:.2f}s" for k, v in self.phase_seconds.items())
-        lines = [
-            f"job {self.plan.job_id} succeeded: output in {self.output}",
-            f"  {system['map_tasks']} map tasks, {system['reduce_tasks']} reduce tasks ({phases})",
-            f"  map input: {system['map_input_records']} records, "
-            f"{system['map_input_bytes']} bytes; intermediate: "
-            f"{system['map_output_records']} records, {system['intermediate_bytes']} bytes",
-            f"  output: {system['reduce_output_records']} records, {system['output_bytes']} bytes",
-        ]
-        counters = self.counters()
-        if counters:
-            lines.append("  counters:")
-            lines.extend(f"    {name}: {value}" for name, value in counters.items())
-        if self.skipped:
-            lines.append(f"  skipped {len(self.skipped)} bad records:")
-            lines.extend(
-                f"    {s.record} ({s.task}): {s.reason}" for s in self.skipped[:SKIPPED_LISTED]
-            )
-        return "\n".join(lines)
-
 
 def _sum(values: Iterable[int]) -> int:
     return sum(values)
+
+
+def render_summary(summary: dict[str, Any]) -> str:
+    """The end-of-job summary: where the output is, record counts, counters."""
+    system = summary.get("system") or {}
+    counters = summary.get("counters") or {}
+    phases = summary.get("phase_seconds") or {}
+    lines = [f"job {summary.get('job_id')} succeeded: output in {summary.get('output')}"]
+    if system:
+        lines.append(
+            f"  {system.get('map_tasks')} map tasks, {system.get('reduce_tasks')} reduce tasks"
+            + (f" in {phases['total']:.2f}s" if "total" in phases else "")
+        )
+        lines.append(
+            f"  map input: {system.get('map_input_records')} records, "
+            f"{system.get('map_input_bytes')} bytes; intermediate: "
+            f"{system.get('map_output_records')} records, {system.get('intermediate_bytes')} bytes"
+        )
+        lines.append(
+            f"  output: {system.get('reduce_output_records')} records, "
+            f"{system.get('output_bytes')} bytes"
+        )
+        if system.get("skipped_records"):
+            lines.append(f"  skipped {system['skipped_records']} bad records:")
+            lines.extend(
+                f"    {s['record']} ({s['task']}): {s['reason']}"
+                for s in summary.get("skipped_records") or []
+            )
+    if counters:
+        lines.append("  counters:")
+        lines.extend(f"    {name}: {value}" for name, value in counters.items())
+    return "\n".join(lines)

@@ -26,6 +26,31 @@ from mapreduce.rpc.convert import ShippedJob
 from mapreduce.summary import JobSummary, SkippedRecord
 
 
+@dataclass(frozen=True)
+class FailedAttempt:
+    """A failed attempt, as the status page and ``mapreduce logs`` show it."""
+
+    task: str
+    attempt: int
+    worker: str
+    reason: str
+    record: str
+    traceback: str
+    at: float
+
+    def line(self) -> str:
+        where = f" on record {self.record}" if self.record else ""
+        return f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: {self.reason}"
+
+
+@dataclass
+class LostWorker:
+    worker_id: str
+    address: str
+    reason: str
+    at: float
+
+
 @dataclass
 class JobEntry:
     """What the shell keeps about a job besides the state machine's record."""
@@ -36,6 +61,9 @@ class JobEntry:
     results: dict[tuple[TaskKind, int], TaskResult] = field(default_factory=dict)
     summary_json: str = ""
     finished: float | None = None
+    failures: list[FailedAttempt] = field(default_factory=list)
+    #: the end of each attempt's log: (kind, index, attempt) -> text
+    logs: dict[tuple[TaskKind, int, int], str] = field(default_factory=dict)
 
 
 class MasterDriver:
@@ -52,8 +80,10 @@ class MasterDriver:
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
         self.jobs: dict[str, JobEntry] = {}
-        self.kills: dict[str, list[ev.AttemptRef]] = {}
         self.finished_jobs: list[str] = []
+        self.lost_workers: dict[str, LostWorker] = {}
+        self.addresses: dict[str, str] = {}
+        self.started = self.now()
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
@@ -71,21 +101,66 @@ class MasterDriver:
         while not self._stop.wait(self._tick_interval):
             self.handle(ev.Tick(self.now()))
 
-    def handle(self, event: ev.Event, result: TaskResult | None = None) -> list[act.Action]:
-        """Apply ``event``; ``result`` is the stats of a success report, kept if it counts."""
+    def handle(
+        self, event: ev.Event, result: TaskResult | None = None, log: str = ""
+    ) -> list[act.Action]:
+        """Apply ``event``.
+
+        Args:
+            event: what happened.
+            result: the stats of a success report, kept if the attempt counts.
+            log: the end of the reported attempt's log.
+        """
         with self.lock:
             # The time is read once the lock is held: an event that waited for the
             # lock must not look older than it is (a heartbeat, say).
             event = dataclasses.replace(event, now=self.now())
+            if isinstance(event, ev.WorkerRegistered):
+                self.addresses[event.worker_id] = event.address
+                self.lost_workers.pop(event.worker_id, None)
             actions = self.state.handle(event)
             if result is not None and isinstance(
                 event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded
             ):
                 self._keep_result(event.ref, result)
+            if isinstance(event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed):
+                self._keep_log(event, log)
             for action in actions:
                 self._execute(action)
             self.changed.notify_all()
             return actions
+
+    def _keep_log(
+        self, event: ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed, log: str
+    ) -> None:
+        ref = event.ref
+        entry = self.jobs.get(ref.job_id)
+        job = self.state.jobs.get(ref.job_id)
+        if entry is None or job is None or ref.index >= len(job.tasks(ref.kind)):
+            return
+        task = job.tasks(ref.kind)[ref.index]
+        attempt = task.attempts.get(ref.attempt)
+        if attempt is None or attempt.worker_id != event.worker_id:
+            return
+        key = (ref.kind, ref.index, ref.attempt)
+        if log:
+            entry.logs[key] = log
+        if (
+            isinstance(event, ev.TaskFailed)
+            and attempt.state is AttemptState.FAILED
+            and not any(f.task == task.task_id and f.attempt == ref.attempt for f in entry.failures)
+        ):
+            entry.failures.append(
+                FailedAttempt(
+                    task.task_id,
+                    ref.attempt,
+                    event.worker_id,
+                    event.reason,
+                    event.record,
+                    event.traceback,
+                    event.now,
+                )
+            )
 
     def _keep_result(self, ref: ev.AttemptRef, result: TaskResult) -> None:
         job = self.state.jobs.get(ref.job_id)
@@ -99,8 +174,25 @@ class MasterDriver:
     def _execute(self, action: act.Action) -> None:
         match action:
             case act.KillAttempt():
-                self.kills.setdefault(action.worker_id, []).append(
-                    ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
+                if action.reason == "no progress" and action.job_id in self.jobs:
+                    task_id = f"{action.kind.value}-{action.index:05d}"
+                    self.jobs[action.job_id].failures.append(
+                        FailedAttempt(
+                            task_id,
+                            action.attempt,
+                            action.worker_id,
+                            "no progress: killed after the task timeout",
+                            "",
+                            "",
+                            self.now(),
+                        )
+                    )
+            case act.WorkerLost():
+                self.lost_workers[action.worker_id] = LostWorker(
+                    action.worker_id,
+                    self.addresses.get(action.worker_id, ""),
+                    action.reason,
+                    self.now(),
                 )
             case act.JobSucceeded():
                 self._commit(action.job_id)
@@ -144,10 +236,6 @@ class MasterDriver:
         entry.summary_json = json.dumps(data, sort_keys=True)
 
     # -- queries for the servicer ------------------------------------------------
-
-    def take_kills(self, worker_id: str) -> list[ev.AttemptRef]:
-        with self.lock:
-            return self.kills.pop(worker_id, [])
 
     def attempt_running(self, ref: ev.AttemptRef) -> bool:
         with self.lock:

@@ -89,7 +89,6 @@ class MasterService(pb_grpc.MasterServicer):
                 ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, progressed)
             )
             reregister = any(isinstance(a, act.ReRegisterWorker) for a in out)
-            self.driver.take_kills(w.worker_id)  # superseded by the check below
             # Kill every attempt the worker runs that the master does not: a kill
             # lost with a reply is sent again with the next one.
             kills = [ref for ref in running if not self.driver.attempt_running(ref)]
@@ -146,7 +145,7 @@ class MasterService(pb_grpc.MasterServicer):
         event = event_type(
             self._now(), w.worker_id, w.incarnation, ref, stats.output_bytes, dict(stats.counters)
         )
-        self.driver.handle(event, convert.stats_from_pb(ref, stats))
+        self.driver.handle(event, convert.stats_from_pb(ref, stats), request.log)
         return pb.Ack()
 
     @_guarded
@@ -187,7 +186,8 @@ class MasterService(pb_grpc.MasterServicer):
                 request.reason,
                 request.record,
                 request.traceback,
-            )
+            ),
+            log=request.log,
         )
         return pb.Ack()
 
@@ -280,6 +280,12 @@ class MasterService(pb_grpc.MasterServicer):
             reduces_done=self.driver.done_count(job_id, TaskKind.REDUCE),
             failed_attempts=self.driver.failed_attempts(job_id),
             summary_json=entry.summary_json,
+            failures=[f.line() for f in entry.failures],
+            elapsed_seconds=(entry.finished or self._now()) - entry.submitted,
+            input_bytes_done=sum(
+                r.input_bytes for (kind, _i), r in entry.results.items() if kind is TaskKind.MAP
+            ),
+            input_bytes_total=sum(split.end - split.start for split in entry.shipped.splits),
         )
 
     @_guarded
@@ -315,6 +321,36 @@ class MasterService(pb_grpc.MasterServicer):
             ]
             jobs = [self._job_status(job_id) for job_id in self.driver.state.queue]
         return pb.ClusterStatus(workers=workers, jobs=jobs)
+
+    @_guarded
+    def GetTaskLogs(
+        self, request: pb.GetTaskLogsRequest, context: grpc.ServicerContext
+    ) -> pb.TaskLogs:
+        kind_name, _dash, number = request.task.partition("-")
+        kinds = {"map": TaskKind.MAP, "reduce": TaskKind.REDUCE}
+        if kind_name not in kinds or not number.isdigit():
+            raise convert.BadMessage(f"task {request.task!r} is not like map-00003 or reduce-00001")
+        kind, index = kinds[kind_name], int(number)
+        with self.driver.lock:
+            job = self.driver.state.jobs[request.job_id]
+            entry = self.driver.jobs[request.job_id]
+            if index >= len(job.tasks(kind)):
+                raise KeyError(request.task)
+            task = job.tasks(kind)[index]
+            errors = {f.attempt: f for f in entry.failures if f.task == task.task_id}
+            reply = pb.TaskLogs()
+            for number_, attempt in sorted(task.attempts.items()):
+                failure = errors.get(number_)
+                reply.attempts.append(
+                    pb.AttemptLog(
+                        attempt=number_,
+                        worker=attempt.worker_id,
+                        state=attempt.state.value,
+                        log=entry.logs.get((kind, index, number_), ""),
+                        error=(failure.line() + "\n" + failure.traceback) if failure else "",
+                    )
+                )
+            return reply
 
 
 def serve_master(

@@ -27,7 +27,7 @@ from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
-from mapreduce.worker.executor import ChildAttempt, start_fork_server
+from mapreduce.worker.executor import ChildAttempt, read_log_tail, start_fork_server
 from mapreduce.worker.shuffle import (
     FetchError,
     MapOutputRegistry,
@@ -314,6 +314,14 @@ class Worker:
             with self.lock:
                 self.running.pop(running.ref, None)
 
+    def _log_path(self, ref: AttemptRef) -> str:
+        """Where an attempt's stdout and stderr are kept on this worker."""
+        directory = os.path.join(self.workdir, "logs", ref.job_id)
+        os.makedirs(directory, exist_ok=True)
+        return os.path.join(
+            directory, f"{ref.kind.value}-{ref.index:05d}.attempt-{ref.attempt}.log"
+        )
+
     def _report_failure(self, running: _Running, record: str, reason: str, tb: str) -> None:
         if running.killed.is_set():
             return
@@ -326,6 +334,7 @@ class Worker:
                     reason=reason,
                     record=record,
                     traceback=tb,
+                    log=read_log_tail(self._log_path(running.ref)),
                 ),
             )
         except grpc.RpcError as exc:
@@ -362,6 +371,7 @@ class Worker:
                 "worker": self.worker_id,
                 "skip": frozenset(int(r) for r in assignment.skip),
             },
+            self._log_path(ref),
         )
         running.child = child
         if running.killed.is_set():
@@ -379,6 +389,7 @@ class Worker:
                 worker=self.identity(),
                 attempt=convert.attempt_to_pb(ref),
                 stats=convert.stats_to_pb(outcome.result),
+                log=read_log_tail(child.log_path),
             ),
         )
         self._task_finished()
@@ -466,6 +477,7 @@ class Worker:
                     "worker": self.worker_id,
                     "skip": frozenset(bytes.fromhex(r) for r in assignment.skip),
                 },
+                self._log_path(ref),
             )
             running.child = child
             if running.killed.is_set():
@@ -492,6 +504,7 @@ class Worker:
                     worker=self.identity(),
                     attempt=convert.attempt_to_pb(ref),
                     stats=convert.stats_to_pb(outcome.result),
+                    log=read_log_tail(child.log_path),
                 ),
             )
             self._task_finished()

@@ -11,6 +11,8 @@ from __future__ import annotations
 import contextlib
 import multiprocessing
 import multiprocessing.connection
+import os
+import sys
 import traceback
 from dataclasses import dataclass
 from typing import Any
@@ -44,12 +46,37 @@ class AttemptOutcome:
     traceback: str = ""
 
 
+#: How much of the end of an attempt's log goes to the master with its report.
+LOG_TAIL_BYTES = 64 << 10
+
+
+def read_log_tail(path: str) -> str:
+    """The last :data:`LOG_TAIL_BYTES` of a log file ("" if there is none)."""
+    try:
+        with open(path, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - LOG_TAIL_BYTES))
+            data = f.read()
+    except OSError:
+        return ""
+    text = data.decode("utf-8", "replace")
+    return ("[...]\n" + text) if size > LOG_TAIL_BYTES else text
+
+
 def _child_main(
     conn: multiprocessing.connection.Connection,
     kind: str,
     kwargs: dict[str, Any],
     counter: Any,
+    log_path: str,
 ) -> None:
+    # What user code prints (stdout and stderr, also of C extensions) goes to the log.
+    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+
     def progress() -> None:
         counter.value += 1
 
@@ -70,6 +97,9 @@ def _child_main(
         message = ("failed", "", error.reason, error.traceback)
     except BaseException as exc:
         message = ("failed", "", f"{type(exc).__name__}: {exc}", traceback.format_exc())
+    if message[0] == "failed":
+        print(f"attempt failed: {message[2]}\n{message[3]}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
     conn.send(message)
     conn.close()
 
@@ -77,11 +107,14 @@ def _child_main(
 class ChildAttempt:
     """One attempt running in a child process."""
 
-    def __init__(self, kind: str, kwargs: dict[str, Any]) -> None:
+    def __init__(self, kind: str, kwargs: dict[str, Any], log_path: str) -> None:
         self.progress = _CONTEXT.Value("Q", 0, lock=False)
+        self.log_path = log_path
         self._receiver, sender = _CONTEXT.Pipe(duplex=False)
         self._process = _CONTEXT.Process(
-            target=_child_main, args=(sender, kind, kwargs, self.progress), daemon=True
+            target=_child_main,
+            args=(sender, kind, kwargs, self.progress, log_path),
+            daemon=True,
         )
         self._process.start()
         sender.close()

@@ -188,14 +188,16 @@ class RequestTaskReply(_message.Message):
     def __init__(self, tasks: _Optional[_Iterable[_Union[TaskAssignment, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobSpec, _Mapping]]] = ..., reregister: _Optional[bool] = ...) -> None: ...
 
 class ReportMapDoneRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "stats")
+    __slots__ = ("worker", "attempt", "stats", "log")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     stats: TaskStats
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ...) -> None: ...
+    log: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
 
 class RequestCommitRequest(_message.Message):
     __slots__ = ("worker", "attempt")
@@ -212,28 +214,32 @@ class RequestCommitReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ...) -> None: ...
 
 class ReportReduceDoneRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "stats")
+    __slots__ = ("worker", "attempt", "stats", "log")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     stats: TaskStats
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ...) -> None: ...
+    log: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
 
 class ReportTaskFailedRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "reason", "record", "traceback")
+    __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     reason: str
     record: str
     traceback: str
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
+    log: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ..., log: _Optional[str] = ...) -> None: ...
 
 class ReportFetchFailedRequest(_message.Message):
     __slots__ = ("worker", "reduce_attempt", "map_index", "map_attempt", "error")
@@ -302,7 +308,7 @@ class GetJobStatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json")
+    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -312,6 +318,10 @@ class JobStatus(_message.Message):
     REDUCES_DONE_FIELD_NUMBER: _ClassVar[int]
     FAILED_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     SUMMARY_JSON_FIELD_NUMBER: _ClassVar[int]
+    FAILURES_FIELD_NUMBER: _ClassVar[int]
+    ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
+    INPUT_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     reason: str
@@ -321,7 +331,11 @@ class JobStatus(_message.Message):
     reduces_done: int
     failed_attempts: int
     summary_json: str
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ...) -> None: ...
+    failures: _containers.RepeatedScalarFieldContainer[str]
+    elapsed_seconds: float
+    input_bytes_done: int
+    input_bytes_total: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_seconds: _Optional[float] = ..., input_bytes_done: _Optional[int] = ..., input_bytes_total: _Optional[int] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -354,6 +368,34 @@ class ClusterStatus(_message.Message):
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
     jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
     def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ...) -> None: ...
+
+class GetTaskLogsRequest(_message.Message):
+    __slots__ = ("job_id", "task")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    task: str
+    def __init__(self, job_id: _Optional[str] = ..., task: _Optional[str] = ...) -> None: ...
+
+class AttemptLog(_message.Message):
+    __slots__ = ("attempt", "worker", "state", "log", "error")
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    LOG_FIELD_NUMBER: _ClassVar[int]
+    ERROR_FIELD_NUMBER: _ClassVar[int]
+    attempt: int
+    worker: str
+    state: str
+    log: str
+    error: str
+    def __init__(self, attempt: _Optional[int] = ..., worker: _Optional[str] = ..., state: _Optional[str] = ..., log: _Optional[str] = ..., error: _Optional[str] = ...) -> None: ...
+
+class TaskLogs(_message.Message):
+    __slots__ = ("attempts",)
+    ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    attempts: _containers.RepeatedCompositeFieldContainer[AttemptLog]
+    def __init__(self, attempts: _Optional[_Iterable[_Union[AttemptLog, _Mapping]]] = ...) -> None: ...
 
 class Ack(_message.Message):
     __slots__ = ()

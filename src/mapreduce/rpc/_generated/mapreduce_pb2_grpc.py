@@ -102,6 +102,11 @@ class MasterStub:
                 request_serializer=mapreduce_dot_v1_dot_mapreduce__pb2.GetClusterStatusRequest.SerializeToString,
                 response_deserializer=mapreduce_dot_v1_dot_mapreduce__pb2.ClusterStatus.FromString,
                 _registered_method=True)
+        self.GetTaskLogs = channel.unary_unary(
+                '/mapreduce.v1.Master/GetTaskLogs',
+                request_serializer=mapreduce_dot_v1_dot_mapreduce__pb2.GetTaskLogsRequest.SerializeToString,
+                response_deserializer=mapreduce_dot_v1_dot_mapreduce__pb2.TaskLogs.FromString,
+                _registered_method=True)
 
 
 class MasterServicer:
@@ -187,6 +192,12 @@ class MasterServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTaskLogs(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MasterServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -254,6 +265,11 @@ def add_MasterServicer_to_server(servicer, server):
                     servicer.GetClusterStatus,
                     request_deserializer=mapreduce_dot_v1_dot_mapreduce__pb2.GetClusterStatusRequest.FromString,
                     response_serializer=mapreduce_dot_v1_dot_mapreduce__pb2.ClusterStatus.SerializeToString,
+            ),
+            'GetTaskLogs': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTaskLogs,
+                    request_deserializer=mapreduce_dot_v1_dot_mapreduce__pb2.GetTaskLogsRequest.FromString,
+                    response_serializer=mapreduce_dot_v1_dot_mapreduce__pb2.TaskLogs.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -609,6 +625,33 @@ class Master:
             '/mapreduce.v1.Master/GetClusterStatus',
             mapreduce_dot_v1_dot_mapreduce__pb2.GetClusterStatusRequest.SerializeToString,
             mapreduce_dot_v1_dot_mapreduce__pb2.ClusterStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTaskLogs(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/mapreduce.v1.Master/GetTaskLogs',
+            mapreduce_dot_v1_dot_mapreduce__pb2.GetTaskLogsRequest.SerializeToString,
+            mapreduce_dot_v1_dot_mapreduce__pb2.TaskLogs.FromString,
             options,
             channel_credentials,
             insecure,

@@ -57,6 +57,7 @@ class MasterStub:
     GetJobStatus: _grpc.UnaryUnaryMultiCallable[_mapreduce_pb2.GetJobStatusRequest, _mapreduce_pb2.JobStatus]
     CancelJob: _grpc.UnaryUnaryMultiCallable[_mapreduce_pb2.CancelJobRequest, _mapreduce_pb2.Ack]
     GetClusterStatus: _grpc.UnaryUnaryMultiCallable[_mapreduce_pb2.GetClusterStatusRequest, _mapreduce_pb2.ClusterStatus]
+    GetTaskLogs: _grpc.UnaryUnaryMultiCallable[_mapreduce_pb2.GetTaskLogsRequest, _mapreduce_pb2.TaskLogs]
 
 @_typing.type_check_only
 class MasterAsyncStub(MasterStub):
@@ -76,6 +77,7 @@ class MasterAsyncStub(MasterStub):
     GetJobStatus: _aio.UnaryUnaryMultiCallable[_mapreduce_pb2.GetJobStatusRequest, _mapreduce_pb2.JobStatus]  # type: ignore[assignment]
     CancelJob: _aio.UnaryUnaryMultiCallable[_mapreduce_pb2.CancelJobRequest, _mapreduce_pb2.Ack]  # type: ignore[assignment]
     GetClusterStatus: _aio.UnaryUnaryMultiCallable[_mapreduce_pb2.GetClusterStatusRequest, _mapreduce_pb2.ClusterStatus]  # type: ignore[assignment]
+    GetTaskLogs: _aio.UnaryUnaryMultiCallable[_mapreduce_pb2.GetTaskLogsRequest, _mapreduce_pb2.TaskLogs]  # type: ignore[assignment]
 
 class MasterServicer(metaclass=_abc_1.ABCMeta):
     """---------------------------------------------------------------- master ---"""
@@ -170,6 +172,13 @@ class MasterServicer(metaclass=_abc_1.ABCMeta):
         request: _mapreduce_pb2.GetClusterStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_mapreduce_pb2.ClusterStatus, _abc.Awaitable[_mapreduce_pb2.ClusterStatus]]: ...
+
+    @_abc_1.abstractmethod
+    def GetTaskLogs(
+        self,
+        request: _mapreduce_pb2.GetTaskLogsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_mapreduce_pb2.TaskLogs, _abc.Awaitable[_mapreduce_pb2.TaskLogs]]: ...
 
 def add_MasterServicer_to_server(servicer: MasterServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
 
