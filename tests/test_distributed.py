@@ -229,7 +229,16 @@ def test_jobs_queue_on_one_cluster_and_status_lists_them(gutenberg: Path, tmp_pa
 
 def test_submit_and_wait_against_daemons(gutenberg: Path, tmp_path: Path) -> None:
     master = subprocess.Popen(
-        [sys.executable, "-m", "mapreduce", "master", "--listen", "127.0.0.1:0"],
+        [
+            sys.executable,
+            "-m",
+            "mapreduce",
+            "master",
+            "--listen",
+            "127.0.0.1:0",
+            "--http-port",
+            "0",
+        ],
         stdout=subprocess.PIPE,
         text=True,
         start_new_session=True,

@@ -168,6 +168,17 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="worker processes of the embedded cluster (default: the number of cores)",
     )
     run.add_argument(
+        "--http-port",
+        type=int,
+        default=0,
+        metavar="PORT",
+        help="embedded cluster: port of the status web page on 127.0.0.1 (default: any free "
+        "port; its address is printed)",
+    )
+    run.add_argument(
+        "--no-http", action="store_true", help="embedded cluster: serve no status web page"
+    )
+    run.add_argument(
         "--task-timeout",
         type=float,
         default=600.0,
@@ -187,6 +198,14 @@ def _add_cluster_parsers(
         metavar="HOST:PORT",
         help="address to serve on (default 127.0.0.1:7070)",
     )
+    master.add_argument(
+        "--http-port",
+        type=int,
+        default=7071,
+        metavar="PORT",
+        help="port of the status web page, on the --listen host (default 7071; 0: any)",
+    )
+    master.add_argument("--no-http", action="store_true", help="serve no status web page")
     master.add_argument(
         "--worker-timeout",
         type=float,
@@ -325,7 +344,13 @@ def _run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
     if args.task_timeout <= 0:
         raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
-    with EmbeddedCluster(args.workers, MasterConfig(task_timeout=args.task_timeout)) as cluster:
+    with EmbeddedCluster(
+        args.workers,
+        MasterConfig(task_timeout=args.task_timeout),
+        http_port=None if args.no_http else args.http_port,
+    ) as cluster:
+        if cluster.status_server is not None and not args.quiet:
+            print(f"status page: {cluster.status_server.url}", file=sys.stderr, flush=True)
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
         _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
@@ -342,14 +367,22 @@ def _master(args: argparse.Namespace) -> int:
         task_timeout=args.task_timeout,
         backup_after=args.backup_after,
     )
+    from mapreduce.web.server import StatusServer
+
     driver = MasterDriver(config)
     server, port = serve_master(args.listen, driver)
-    print(f"master listening on {args.listen.rsplit(':', 1)[0]}:{port}", flush=True)
+    host = args.listen.rsplit(":", 1)[0]
+    print(f"master listening on {host}:{port}", flush=True)
+    status = None if args.no_http else StatusServer(driver, host, args.http_port).start()
+    if status is not None:
+        print(f"status page: {status.url}", flush=True)
     try:
         server.wait_for_termination()
     finally:
         driver.stop()
         server.stop(grace=None)
+        if status is not None:
+            status.stop()
     return 0
 
 

@@ -19,16 +19,22 @@ from types import TracebackType
 from mapreduce.core.master import MasterConfig
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.service import serve_master
+from mapreduce.web.server import StatusServer
 
 
 class EmbeddedCluster:
-    """``with EmbeddedCluster(workers=2) as cluster: ... cluster.address ...``"""
+    """``with EmbeddedCluster(workers=2) as cluster: ... cluster.address ...``
+
+    With ``http_port`` (0: any free port) the master also serves its status pages
+    at ``cluster.status_server.url``.
+    """
 
     def __init__(
         self,
         workers: int,
         config: MasterConfig | None = None,
         worker_args: tuple[str, ...] = (),
+        http_port: int | None = None,
     ) -> None:
         self.num_workers = workers
         self.config = config
@@ -36,12 +42,16 @@ class EmbeddedCluster:
         self.processes: list[subprocess.Popen[bytes]] = []
         self.scratch = ""
         self.address = ""
+        self.http_port = http_port
+        self.status_server: StatusServer | None = None
 
     def __enter__(self) -> EmbeddedCluster:
         self.scratch = tempfile.mkdtemp(prefix="mapreduce-cluster-")
         self.driver = MasterDriver(self.config)
         self.server, port = serve_master("127.0.0.1:0", self.driver)
         self.address = f"127.0.0.1:{port}"
+        if self.http_port is not None:
+            self.status_server = StatusServer(self.driver, "127.0.0.1", self.http_port).start()
         try:
             for i in range(self.num_workers):
                 self.start_worker(i)
@@ -93,6 +103,8 @@ class EmbeddedCluster:
                 process.wait()
         self.driver.stop()
         self.server.stop(grace=None)
+        if self.status_server is not None:
+            self.status_server.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)
 
     def __exit__(

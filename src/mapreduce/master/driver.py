@@ -205,7 +205,8 @@ class MasterDriver:
             case _:
                 pass  # assignments, grants and map outputs are answered by the servicer
 
-    def _commit(self, job_id: str) -> None:
+    def summary_of(self, job_id: str) -> JobSummary:
+        """The job's summary from the committed attempts so far (call with the lock held)."""
         entry = self.jobs[job_id]
         job = self.state.jobs[job_id]
         summary = JobSummary(plan=entry.shipped.plan, output=entry.committer.output)
@@ -215,14 +216,20 @@ class MasterDriver:
         ):
             for task in tasks:
                 found = entry.results.get((kind, task.index))
-                if found is not None:
+                if found is not None and task.state is TaskState.COMPLETED:
                     results.append(found)
         for task in [*job.maps, *job.reduces]:
             summary.skipped.extend(
                 SkippedRecord(task.task_id, record, "crashed user code in repeated attempts")
                 for record in task.skip
             )
-        summary.phase_seconds["total"] = self.now() - entry.submitted
+        summary.phase_seconds["total"] = (entry.finished or self.now()) - entry.submitted
+        return summary
+
+    def _commit(self, job_id: str) -> None:
+        entry = self.jobs[job_id]
+        job = self.state.jobs[job_id]
+        summary = self.summary_of(job_id)
         data = summary.to_dict()
         try:
             entry.committer.commit_job(data)

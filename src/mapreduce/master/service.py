@@ -326,31 +326,21 @@ class MasterService(pb_grpc.MasterServicer):
     def GetTaskLogs(
         self, request: pb.GetTaskLogsRequest, context: grpc.ServicerContext
     ) -> pb.TaskLogs:
-        kind_name, _dash, number = request.task.partition("-")
-        kinds = {"map": TaskKind.MAP, "reduce": TaskKind.REDUCE}
-        if kind_name not in kinds or not number.isdigit():
-            raise convert.BadMessage(f"task {request.task!r} is not like map-00003 or reduce-00001")
-        kind, index = kinds[kind_name], int(number)
-        with self.driver.lock:
-            job = self.driver.state.jobs[request.job_id]
-            entry = self.driver.jobs[request.job_id]
-            if index >= len(job.tasks(kind)):
-                raise KeyError(request.task)
-            task = job.tasks(kind)[index]
-            errors = {f.attempt: f for f in entry.failures if f.task == task.task_id}
-            reply = pb.TaskLogs()
-            for number_, attempt in sorted(task.attempts.items()):
-                failure = errors.get(number_)
-                reply.attempts.append(
-                    pb.AttemptLog(
-                        attempt=number_,
-                        worker=attempt.worker_id,
-                        state=attempt.state.value,
-                        log=entry.logs.get((kind, index, number_), ""),
-                        error=(failure.line() + "\n" + failure.traceback) if failure else "",
-                    )
+        from mapreduce.web.views import task_logs_view
+
+        view = task_logs_view(self.driver, request.job_id, request.task)
+        return pb.TaskLogs(
+            attempts=[
+                pb.AttemptLog(
+                    attempt=a["attempt"],
+                    worker=a["worker"],
+                    state=a["state"],
+                    log=a["log"],
+                    error=a["error"],
                 )
-            return reply
+                for a in view["attempts"]
+            ]
+        )
 
 
 def serve_master(
