@@ -501,9 +501,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Exception as exc:
         grpc = sys.modules.get("grpc")
         if grpc is not None and isinstance(exc, grpc.RpcError):
-            print(
-                f"mapreduce: cannot reach the master: {exc.code()}: {exc.details()}",
-                file=sys.stderr,
-            )
+            code = exc.code()
+            if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                print(f"mapreduce: cannot reach the master: {exc.details()}", file=sys.stderr)
+            else:
+                print(f"mapreduce: the master says {code.name}: {exc.details()}", file=sys.stderr)
             return 1
         raise
