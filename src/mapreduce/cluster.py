@@ -94,6 +94,10 @@ class EmbeddedCluster:
             # Also when the worker itself is gone: its task processes may not be.
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(process.pid, signal.SIGTERM)
+        # Stop the master at once: requests the workers have in flight (a long poll
+        # for a task) end now instead of running out their time.
+        self.driver.stop()
+        self.server.stop(grace=None)
         for process in self.processes:
             try:
                 process.wait(timeout=5)
@@ -101,8 +105,6 @@ class EmbeddedCluster:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(process.pid, signal.SIGKILL)
                 process.wait()
-        self.driver.stop()
-        self.server.stop(grace=None)
         if self.status_server is not None:
             self.status_server.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -93,6 +93,12 @@ class MasterDriver:
 
     def stop(self) -> None:
         self._stop.set()
+        with self.lock:
+            self.changed.notify_all()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
 
     def now(self) -> float:
         return self.clock()
@@ -127,7 +133,10 @@ class MasterDriver:
                 self._keep_log(event, log)
             for action in actions:
                 self._execute(action)
-            self.changed.notify_all()
+            if actions or not isinstance(event, ev.TaskRequested | ev.HeartbeatReceived | ev.Tick):
+                # Wake long-polling task requests; idle polls and quiet ticks do not,
+                # or idle workers would wake each other in a loop.
+                self.changed.notify_all()
             return actions
 
     def _keep_log(

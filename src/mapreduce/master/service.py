@@ -7,7 +7,9 @@ request can crash the server.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import time
 from collections.abc import Callable
 from concurrent import futures
 from typing import Any, TypeVar
@@ -26,6 +28,8 @@ from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 
 HEARTBEAT_INTERVAL = 1.0
+#: How long an idle worker's request for a task may wait for one.
+LONG_POLL_SECONDS = 0.5
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +52,7 @@ def _guarded(method: F) -> F:
 class MasterService(pb_grpc.MasterServicer):
     def __init__(self, driver: MasterDriver) -> None:
         self.driver = driver
+        self._specs: dict[str, pb.JobSpec] = {}
 
     def _now(self) -> float:
         return self.driver.now()
@@ -104,10 +109,18 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.RequestTaskRequest, context: grpc.ServicerContext
     ) -> pb.RequestTaskReply:
         w = request.worker
+        deadline = time.monotonic() + LONG_POLL_SECONDS
         with self.driver.lock:
-            out = self.driver.handle(
-                ev.TaskRequested(self._now(), w.worker_id, w.incarnation, request.free_slots)
-            )
+            # Long poll: an idle worker's request waits (briefly) for work to appear, so
+            # tasks start at once without workers polling the master in a tight loop.
+            while True:
+                out = self.driver.handle(
+                    ev.TaskRequested(self._now(), w.worker_id, w.incarnation, request.free_slots)
+                )
+                remaining = deadline - time.monotonic()
+                if out or remaining <= 0 or self.driver.stopped or not context.is_active():
+                    break
+                self.driver.changed.wait(remaining)
             reply = pb.RequestTaskReply(
                 reregister=any(isinstance(a, act.ReRegisterWorker) for a in out)
             )
@@ -129,10 +142,17 @@ class MasterService(pb_grpc.MasterServicer):
                 reply.tasks.append(assignment)
                 if action.job_id not in specs:
                     specs.add(action.job_id)
-                    spec = convert.job_to_pb(entry.shipped)
-                    del spec.splits[:]
-                    reply.jobs.append(spec)
+                    reply.jobs.append(self._spec_without_splits(action.job_id))
             return reply
+
+    def _spec_without_splits(self, job_id: str) -> pb.JobSpec:
+        """The job's spec for workers (code, plan), built once per job."""
+        spec = self._specs.get(job_id)
+        if spec is None:
+            shipped = self.driver.jobs[job_id].shipped
+            spec = convert.job_to_pb(dataclasses.replace(shipped, splits=()))
+            self._specs[job_id] = spec
+        return spec
 
     def _succeeded(
         self,
@@ -344,7 +364,7 @@ class MasterService(pb_grpc.MasterServicer):
 
 
 def serve_master(
-    listen: str, driver: MasterDriver, max_workers: int = 32
+    listen: str, driver: MasterDriver, max_workers: int = 128
 ) -> tuple[grpc.Server, int]:
     """Start the Master service on ``listen`` (port 0: any); return the server and its port."""
     server = grpc.server(

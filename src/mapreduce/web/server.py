@@ -94,7 +94,10 @@ class StatusServer:
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}/"
         self._thread = threading.Thread(
-            target=self.httpd.serve_forever, name="status-http", daemon=True
+            target=self.httpd.serve_forever,
+            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one interval
+            name="status-http",
+            daemon=True,
         )
 
     def start(self) -> StatusServer:

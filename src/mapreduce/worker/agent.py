@@ -229,11 +229,12 @@ class Worker:
             try:
                 self._ask_for_tasks()
             except Exception:  # an I/O error of this worker: log it and go on
+                if self.stopping.is_set():
+                    return
                 log.exception("asking for or starting tasks failed")
-                time.sleep(1)
+                self.stopping.wait(1)
 
     def _ask_for_tasks(self) -> None:
-        idle_sleep = 0.02
         while not self.stopping.is_set():
             with self.lock:
                 # a map slot and a reduce slot per --slots; the master assigns per kind
@@ -247,8 +248,10 @@ class Worker:
                     "RequestTask", pb.RequestTaskRequest(worker=self.identity(), free_slots=free)
                 )
             except grpc.RpcError as exc:
+                if self.stopping.is_set():
+                    return
                 log.warning("asking for a task failed: %s", exc.code())
-                time.sleep(1)
+                self.stopping.wait(1)
                 continue
             assert isinstance(reply, pb.RequestTaskReply)
             if reply.reregister:
@@ -267,11 +270,10 @@ class Worker:
                 else:  # the attempt fails here, the worker lives on
                     running = _Running(convert.attempt_from_pb(assignment.attempt))
                     self._report_failure(running, "", "the job's code could not be installed", "")
-            if reply.tasks:
-                idle_sleep = 0.02
-            else:
-                self.stopping.wait(idle_sleep)
-                idle_sleep = min(idle_sleep * 2, 0.25)
+            if not reply.tasks:
+                # The master holds an idle request for a while (long poll); this
+                # pause only matters when it answers at once (no job at all).
+                self.stopping.wait(0.01)
 
     def _install_job(self, spec: pb.JobSpec) -> None:
         shipped = convert.job_from_pb(spec)
