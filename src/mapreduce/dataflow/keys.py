@@ -49,7 +49,7 @@ _WHOLE = 0x02
 _POS_FRACTION = 0x03
 _U64 = struct.Struct(">Q")
 
-_STR_TAG = bytes([_STR])
+STR_TAG = bytes([_STR])  # the first byte of every top-level str key
 _DOUBLE = struct.Struct(">d")
 
 
@@ -61,7 +61,7 @@ def encode_key(key: Key) -> bytes:
     """
     if type(key) is str:
         # Top-level strings are the common case: no escaping, no terminator.
-        return _STR_TAG + key.encode("utf-8", "surrogatepass")
+        return STR_TAG + key.encode("utf-8", "surrogatepass")
     out = bytearray()
     _encode_into(key, out, nested=False)
     return bytes(out)
@@ -69,7 +69,7 @@ def encode_key(key: Key) -> bytes:
 
 def decode_key(data: bytes) -> Key:
     """Invert :func:`encode_key`."""
-    if data[:1] == _STR_TAG:
+    if data[:1] == STR_TAG:
         return data[1:].decode("utf-8", "surrogatepass")
     value, pos = _decode_at(data, 0, nested=False)
     if pos != len(data):

@@ -90,7 +90,14 @@ def make_partitioner(
 
         return by_user
 
-    def by_hash(key: Any, key_bytes: bytes) -> int:
-        return zlib.crc32(key_bytes) % num_reducers
+    return HashPartitioner(num_reducers)
 
-    return by_hash
+
+class HashPartitioner:
+    """The default partitioner: :func:`partition_of` of the key bytes."""
+
+    def __init__(self, num_reducers: int) -> None:
+        self.num_reducers = num_reducers
+
+    def __call__(self, key: Any, key_bytes: bytes) -> int:
+        return zlib.crc32(key_bytes) % self.num_reducers

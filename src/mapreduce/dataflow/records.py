@@ -20,11 +20,14 @@ same job code, so unpickling them trusts nothing new.
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import os
 import pickle
 import struct
 import zlib
 from collections.abc import Iterable, Iterator
+from operator import itemgetter
 from typing import IO, Any
 
 MAGIC = b"MRRUN1\n"
@@ -83,11 +86,32 @@ class RunWriter:
 
 def write_run(path: str, groups: Iterable[Group]) -> tuple[int, int]:
     """Write ``groups`` to a new run file at ``path``; return ``(bytes, records)``."""
+    if isinstance(groups, list):
+        return _write_run_list(path, groups)
     with open(path, "wb") as f:
         writer = RunWriter(f)
         writer.add_all(groups)
         writer.close()
     return writer.bytes_written, writer.records
+
+
+def _write_run_list(path: str, groups: list[Group]) -> tuple[int, int]:
+    """:func:`write_run` for a list: the same blocks, cut without a call per group."""
+    counts = list(itertools.accumulate(map(len, map(itemgetter(1), groups))))
+    written = len(MAGIC)
+    with open(path, "wb") as f:
+        f.write(MAGIC)
+        start = 0
+        while start < len(groups):
+            before = counts[start - 1] if start else 0
+            end = min(start + _BLOCK_RECORDS, bisect.bisect_right(counts, before + _BLOCK_VALUES))
+            end = max(end, start + 1)
+            payload = pickle.dumps(groups[start:end], protocol=5)
+            f.write(_HEADER.pack(len(payload), zlib.crc32(payload)))
+            f.write(payload)
+            written += _HEADER.size + len(payload)
+            start = end
+    return written, counts[-1] if counts else 0
 
 
 def read_run(path: str) -> Iterator[Group]:

@@ -17,12 +17,13 @@ from __future__ import annotations
 import heapq
 import itertools
 import os
+import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from operator import itemgetter
 from typing import Any
 
-from mapreduce.dataflow.keys import decode_key, encode_key
-from mapreduce.dataflow.partition import Partitioner
+from mapreduce.dataflow.keys import STR_TAG, decode_key, encode_key
+from mapreduce.dataflow.partition import HashPartitioner, Partitioner
 from mapreduce.dataflow.records import Group, read_run, write_run
 
 CombineFn = Callable[[Any, Iterable[Any]], Iterable[Any]]
@@ -41,11 +42,18 @@ def partition_and_sort(
     The combiner, if any, is applied to each key's values on the way.
     """
     parts: list[list[Group]] = [[] for _ in range(num_reducers)]
+    by_hash = isinstance(partitioner, HashPartitioner)
+    crc32 = zlib.crc32
     for key, values in buffer.items():
-        key_bytes = encode_key(key)
+        # str keys, the common case, are encoded inline (see keys.encode_key)
+        if type(key) is str:
+            key_bytes = STR_TAG + key.encode("utf-8", "surrogatepass")
+        else:
+            key_bytes = encode_key(key)
         if combine_fn is not None and len(values) > 1:
             values = list(combine_fn(key, iter(values)))
-        parts[partitioner(key, key_bytes)].append((key_bytes, values))
+        part = crc32(key_bytes) % num_reducers if by_hash else partitioner(key, key_bytes)
+        parts[part].append((key_bytes, values))
     for groups in parts:
         groups.sort(key=_first)
     return parts
