@@ -32,7 +32,12 @@ from mapreduce.dataflow.formats import read_split
 from mapreduce.dataflow.keys import decode_key
 from mapreduce.dataflow.partition import make_partitioner
 from mapreduce.dataflow.records import CorruptRunError, Group, read_run, write_run
-from mapreduce.dataflow.sort import grouped_values, merge_run_files, partition_and_sort
+from mapreduce.dataflow.sort import (
+    grouped_values,
+    grouped_values_in_memory,
+    merge_run_files,
+    partition_and_sort,
+)
 from mapreduce.dataflow.splits import InputSplit
 from mapreduce.errors import BadRecordError
 from mapreduce.jobfile import Job, load_job
@@ -45,6 +50,8 @@ _SAMPLE = 16
 #: Bounds, in records, of the interval between two checks of the map buffer's size.
 _MIN_CHECK = 16
 _MAX_CHECK = 65536
+#: How many times its serialised size a reduce task's input takes in memory, at most.
+_IN_MEMORY_FACTOR = 8
 
 
 @dataclass(frozen=True)
@@ -404,7 +411,13 @@ def run_reduce_task(
         open(out_path, "w", encoding="utf-8", newline="\n") as out,
     ):
         write = out.write
-        groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
+        inputs = list(counted.groups([read_run(p) for p in runs]))
+        # Runs that fit the memory budget together (unpickled objects take several
+        # times their serialised size) are grouped in a table, others merged.
+        if input_bytes * _IN_MEMORY_FACTOR <= plan.memory_bytes:
+            groups = grouped_values_in_memory(inputs)
+        else:
+            groups = grouped_values(inputs)
         key_bytes = b""
         try:
             for key_bytes, values in groups:

@@ -93,6 +93,26 @@ def grouped_values(runs: Sequence[Iterable[Group]]) -> Iterator[tuple[bytes, Ite
         yield key_bytes, itertools.chain.from_iterable(vals for _kb, vals in groups)
 
 
+def grouped_values_in_memory(
+    runs: Sequence[Iterable[Group]],
+) -> Iterator[tuple[bytes, Iterator[Any]]]:
+    """:func:`grouped_values` for runs that fit in memory together: faster than a k-way merge.
+
+    Values of a key keep run order, then their order within a run, as in a merge.
+    """
+    table: dict[bytes, list[Any]] = {}
+    get = table.get
+    for run in runs:
+        for key_bytes, values in run:
+            found = get(key_bytes)
+            if found is None:
+                table[key_bytes] = values
+            else:
+                found.extend(values)
+    for key_bytes in sorted(table):
+        yield key_bytes, iter(table.pop(key_bytes))
+
+
 def merge_run_files(
     paths: Sequence[str], out_path: str, combine_fn: CombineFn | None
 ) -> tuple[int, int]:
