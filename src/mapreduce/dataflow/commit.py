@@ -117,7 +117,12 @@ class OutputCommitter:
                 )
             os.replace(self.output, self.trash)
             replaced = True
-        os.replace(self.staging, self.output)
+        try:
+            os.replace(self.staging, self.output)
+        except OSError:
+            if replaced:  # put the previous output back: never leave neither
+                os.replace(self.trash, self.output)
+            raise
         _fsync(self.parent)
         if replaced:
             shutil.rmtree(self.trash, ignore_errors=True)
