@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh clone: creates .venv, installs the package
 # with its test dependencies (pinned in pyproject.toml), then runs ruff, mypy
-# (strict, on the package) and pytest.  Extra arguments go to pytest.
+# (strict, on the package) and pytest; installs chromium (for the status page
+# tests) when it is missing.  Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PYTHON="${PYTHON:-python3}"
@@ -14,5 +15,17 @@ echo "== ruff"
 .venv/bin/ruff format --check src tests examples bench scripts
 echo "== mypy (strict)"
 .venv/bin/mypy src/mapreduce
+# The status page tests look at the pages in a real headless browser.
+if ! command -v chromium >/dev/null 2>&1; then
+    if [ "$(id -u)" -eq 0 ]; then
+        echo "== chromium is missing: installing it with apt-get (for tests/test_status_page.py)"
+        apt-get update -qq
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium
+    else
+        echo "error: chromium is not installed (tests/test_status_page.py needs it) and this" \
+            "is not root; install it (sudo apt-get install chromium) and run again" >&2
+        exit 1
+    fi
+fi
 echo "== pytest"
 .venv/bin/python -m pytest "$@"

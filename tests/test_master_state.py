@@ -195,7 +195,7 @@ def test_worker_restarting_on_the_same_address_loses_its_old_incarnation() -> No
     c.register("w1", "first")
     (_m0,) = c.request("w1")
     out = c.send(ev.WorkerRegistered(c.now, "w1", "second", "w1:1", 1))
-    assert act.WorkerLost("w1", "first", "restarted with a new incarnation") in out
+    assert act.WorkerLost("w1", "first", "restarted with a new incarnation", 0.0) in out
     c.incarnations["w1"] = "second"
     (again,) = c.request("w1")
     assert (again.index, again.attempt, again.incarnation) == (0, 1, "second")

@@ -81,11 +81,12 @@ class ReRegisterWorker:
 
 @dataclass(frozen=True)
 class WorkerLost:
-    """The master declared a worker incarnation dead."""
+    """The master declared a worker incarnation dead (last heard of at ``last_heartbeat``)."""
 
     worker_id: str
     incarnation: str
     reason: str
+    last_heartbeat: float
 
 
 @dataclass(frozen=True)

@@ -230,7 +230,9 @@ class MasterState:
     def _lose_worker(self, worker: WorkerInfo, reason: str, out: list[act.Action]) -> None:
         """Paper 3.3: in-progress tasks of a dead worker, and its completed maps, become idle."""
         del self.workers[worker.worker_id]
-        out.append(act.WorkerLost(worker.worker_id, worker.incarnation, reason))
+        out.append(
+            act.WorkerLost(worker.worker_id, worker.incarnation, reason, worker.last_heartbeat)
+        )
         for job_id, kind, index, number in sorted(worker.running, key=_attempt_order):
             job = self.jobs[job_id]
             task = job.tasks(kind)[index]

@@ -49,6 +49,7 @@ class LostWorker:
     address: str
     reason: str
     at: float
+    last_heartbeat: float
 
 
 @dataclass
@@ -202,6 +203,7 @@ class MasterDriver:
                     self.addresses.get(action.worker_id, ""),
                     action.reason,
                     self.now(),
+                    action.last_heartbeat,
                 )
             case act.JobSucceeded():
                 self._commit(action.job_id)

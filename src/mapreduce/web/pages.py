@@ -18,7 +18,7 @@ th { background: #f2f2f2; }
 .fill { height: 100%; background: #3a7bd5; }
 .state-succeeded, .state-alive, .state-completed { color: #17702a; }
 .state-failed, .state-lost, .state-killed { color: #b00020; }
-.state-running, .state-in-progress { color: #0b57a4; }
+.state-running, .state-in_progress { color: #0b57a4; }
 pre { background: #f7f7f7; padding: .5em; max-height: 20em; overflow: auto; margin: 0; }
 .muted { color: #777; }
 """

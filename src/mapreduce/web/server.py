@@ -66,11 +66,11 @@ def _handler(driver: MasterDriver) -> Callable[..., BaseHTTPRequestHandler]:
             try:
                 status, content_type, body = _route(driver, self.path)
             except KeyError as exc:
-                status, content_type, body = (
-                    HTTPStatus.NOT_FOUND,
-                    "text/plain",
-                    f"not found: {exc}\n",
-                )
+                status, content_type = HTTPStatus.NOT_FOUND, "text/plain"
+                body = f"not found: {exc}\n"
+            except Exception as exc:  # a bug: answer 500 and keep serving
+                status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain"
+                body = f"internal error: {type(exc).__name__}: {exc}\n"
             data = body.encode("utf-8")
             self.send_response(status)
             self.send_header("Content-Type", content_type)

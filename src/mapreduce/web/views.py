@@ -7,11 +7,14 @@ page is a consistent snapshot.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from mapreduce.core.master import JobRecord
 from mapreduce.core.tasks import AttemptState, Task, TaskKind, TaskState
 from mapreduce.master.driver import JobEntry, MasterDriver
+
+_TASK_ID = re.compile(r"^(map|reduce)-([0-9]{1,9})$")
 
 #: The task table of a job page lists at most this many tasks.
 MAX_TASK_ROWS = 1000
@@ -76,7 +79,7 @@ def cluster_view(driver: MasterDriver) -> dict[str, Any]:
                 "id": lost.worker_id,
                 "address": lost.address,
                 "state": "lost",
-                "last_heartbeat_seconds": round(now - lost.at, 3),
+                "last_heartbeat_seconds": round(now - lost.last_heartbeat, 3),
                 "slots": 0,
                 "tasks_done": done.get(lost.worker_id, 0),
                 "running": [],
@@ -119,7 +122,7 @@ def _task_row(task: Task, entry: JobEntry, now: float) -> dict[str, Any]:
     return {
         "id": task.task_id,
         "kind": task.kind.value,
-        "state": task.state.value,
+        "state": task.state.name.lower(),
         "attempts": attempts,
         "input_bytes": result.input_bytes if completed and result else None,
         "output_bytes": result.output_bytes if completed and result else None,
@@ -203,11 +206,11 @@ def task_logs_view(driver: MasterDriver, job_id: str, task_id: str) -> dict[str,
     Raises:
         KeyError: no such job or task.
     """
-    kind_name, _dash, number = task_id.partition("-")
-    kinds = {"map": TaskKind.MAP, "reduce": TaskKind.REDUCE}
-    if kind_name not in kinds or not number.isdigit():
+    match = _TASK_ID.match(task_id)
+    if match is None:
         raise KeyError(task_id)
-    kind, index = kinds[kind_name], int(number)
+    kind = TaskKind.MAP if match.group(1) == "map" else TaskKind.REDUCE
+    index = int(match.group(2))
     with driver.lock:
         job = driver.state.jobs[job_id]
         entry = driver.jobs[job_id]
