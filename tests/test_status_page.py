@@ -360,7 +360,7 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
         try:
             # Inputs are read in name order: map-00003 reads stall.txt and holds still; both
             # reduces start at once (every worker has a reduce slot) and wait for its output.
-            held = ["completed"] * 3 + ["in-progress"] * 3  # map-00000 .. reduce-00001
+            held = ["completed"] * 3 + ["in_progress"] * 3  # map-00000 .. reduce-00001
             before = wait_until(
                 lambda: get_json(api), lambda v: [t["state"] for t in v["tasks"]] == held
             )
