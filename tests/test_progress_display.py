@@ -68,7 +68,7 @@ def test_live_display_on_a_terminal(gutenberg: Path, tmp_path: Path) -> None:
     assert "\x1b[" in output  # drawn with terminal control sequences
     assert "━" in output  # rich's bars
     assert "map" in output and "reduce" in output and "17/17" in output
-    assert "status page: http://127.0.0.1:" in output
+    assert "(status page: http://127.0.0.1:" in output
     assert "succeeded: output in" in output  # the final summary
     assert "map input: 66602 records" in output
 

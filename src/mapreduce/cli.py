@@ -349,8 +349,9 @@ def _run(args: argparse.Namespace) -> int:
         MasterConfig(task_timeout=args.task_timeout),
         http_port=None if args.no_http else args.http_port,
     ) as cluster:
-        if cluster.status_server is not None and not args.quiet:
-            print(f"status page: {cluster.status_server.url}", file=sys.stderr, flush=True)
+        if not args.quiet:
+            page = cluster.status_server.url if cluster.status_server is not None else "off"
+            print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
         _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
