@@ -53,6 +53,11 @@ def pattern() -> re.Pattern[str]:
     return compiled(text)
 
 
+def setup() -> None:
+    """Check ``--param pattern`` when the job is planned, before any task runs."""
+    pattern()
+
+
 def map(key: tuple[str, int], line: str) -> Iterator[tuple[tuple[str, int], str]]:
     if pattern().search(line):
         yield key, line

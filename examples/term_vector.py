@@ -74,6 +74,11 @@ def host_of(document: Any) -> str | None:
         return None
 
 
+def setup() -> None:
+    """Check ``--param top`` when the job is planned, before any task runs."""
+    top_n()
+
+
 def map(key: tuple[str, int], document: Any) -> Iterator[tuple[str, dict[str, int]]]:
     top_n()  # fail on the first record rather than at the end of the map phase
     host = host_of(document)

@@ -58,7 +58,8 @@ def test_grep_matches_a_scan_of_the_files(gutenberg: Path, tmp_path: Path) -> No
 def test_grep_without_a_pattern_fails_naming_the_param(gutenberg: Path, tmp_path: Path) -> None:
     output = tmp_path / "out"
     status, stderr = run_grep(gutenberg, output)
-    assert status == 1
+    assert status == 2  # refused before any task ran
+    assert "grep.py: setup() failed: ValueError" in stderr
     assert "--param pattern=REGEX" in stderr
     assert not output.exists()
 
@@ -68,6 +69,6 @@ def test_grep_with_an_invalid_pattern_fails_naming_the_param(
 ) -> None:
     output = tmp_path / "out"
     status, stderr = run_grep(gutenberg, output, "pattern=(unclosed")
-    assert status == 1
+    assert status == 2
     assert "--param pattern='(unclosed' is not a valid regular expression" in stderr
     assert not output.exists()

@@ -105,6 +105,6 @@ def test_a_bad_top_fails_naming_the_param(tmp_path: Path, top: str) -> None:
     docs = tmp_path / "docs"
     generate(docs, 20, seed=1)
     status, stderr = run_term_vector(docs, tmp_path / "out", f"top={top}")
-    assert status == 1
+    assert status == 2  # refused by setup() before any task ran
     assert f"--param top={top!r} must be a positive integer" in stderr
     assert not (tmp_path / "out").exists()

@@ -302,3 +302,16 @@ def test_python_dash_m_and_help() -> None:
         "--no-combiner",
     ]:
         assert flag in result.stdout
+
+
+def test_setup_checks_params_before_any_task(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.txt", ["a", "b"])
+    refused = run_cli("run", JOBS / "setup_check.py", "-i", inp, "-o", tmp_path / "o", "--local")
+    assert refused.returncode == 2
+    assert "setup_check.py: setup() failed: ValueError: needs --param n=NUMBER" in refused.stderr
+    assert not (tmp_path / "o").exists()
+    out = tmp_path / "out"
+    result = run_cli("run", JOBS / "setup_check.py", "-i", inp, "-o", out, "--local", "-p", "n=1")
+    assert result.returncode == 0, result.stderr
+    # once when planned, then once before the map task (same process in --local)
+    assert output_pairs(out) == {"map": "2"}

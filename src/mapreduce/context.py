@@ -19,9 +19,9 @@ class TaskContext:
 
     Attributes:
         job_id: the job's id.
-        task_id: ``map-00003`` or ``reduce-00001`` (``sample`` while a
-            RangePartitioner samples keys before the map phase).
-        kind: ``"map"``, ``"reduce"`` or ``"sample"``.
+        task_id: ``map-00003`` or ``reduce-00001`` (``plan`` while the job's
+            ``setup()`` is checked, ``sample`` while a RangePartitioner samples keys).
+        kind: ``"map"``, ``"reduce"``, ``"plan"`` or ``"sample"``.
         index: the map task's number, or the reduce task's partition.
         attempt: the attempt number, 0 for the first.
         worker: the worker's name (``local`` in the sequential runner).

@@ -5,6 +5,8 @@ A job file is a Python module that defines:
 * ``map(key, value)``: yields ``(k2, v2)`` pairs (required);
 * ``reduce(key, values)``: yields output values for ``key`` (required);
 * ``combine(key, values)``: like ``reduce``, run on map output (optional);
+* ``setup()``: called when the job is planned and before every task (optional):
+  the place to check ``mapreduce.params()`` and prepare what tasks share;
 * ``partition(key, num_reducers) -> int`` (optional), or
   ``partition = mapreduce.RangePartitioner(...)`` for a total order;
 * ``INPUT_FORMAT``: ``"lines"`` (default), ``"files"``, ``"jsonl"`` or ``"tsv"`` (optional).
@@ -40,6 +42,7 @@ class Job:
         map_fn: the user's ``map``.
         reduce_fn: the user's ``reduce``.
         combine_fn: the user's ``combine`` or None.
+        setup_fn: the user's ``setup`` or None.
         partition_fn: a ``partition(key, R)`` function, or None.
         range_partitioner: the job's ``partition = RangePartitioner()``, or None.
         input_format: the ``INPUT_FORMAT`` the file sets, or None.
@@ -50,6 +53,7 @@ class Job:
     map_fn: MapFn
     reduce_fn: ReduceFn
     combine_fn: ReduceFn | None
+    setup_fn: Callable[[], object] | None
     partition_fn: PartitionFn | None
     range_partitioner: RangePartitioner | None
     input_format: str | None
@@ -111,6 +115,7 @@ def _check(path: str, module: ModuleType) -> Job:
     map_fn = _function(path, module, "map", required=True)
     reduce_fn = _function(path, module, "reduce", required=True)
     combine_fn = _function(path, module, "combine", required=False)
+    setup_fn = _function(path, module, "setup", required=False)
     partition = getattr(module, "partition", None)
     range_partitioner = partition if isinstance(partition, RangePartitioner) else None
     partition_fn = None
@@ -128,6 +133,7 @@ def _check(path: str, module: ModuleType) -> Job:
         map_fn=map_fn,
         reduce_fn=reduce_fn,
         combine_fn=combine_fn,
+        setup_fn=setup_fn,
         partition_fn=partition_fn,
         range_partitioner=range_partitioner,
         input_format=input_format,

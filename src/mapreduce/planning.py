@@ -19,7 +19,7 @@ from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample
 from mapreduce.dataflow.runner import JobPlan
 from mapreduce.dataflow.splits import InputSplit, expand_inputs, plan_splits
-from mapreduce.errors import BadRecordError, UsageError
+from mapreduce.errors import BadRecordError, JobDefinitionError, UsageError
 from mapreduce.jobfile import Job, load_job
 
 DEFAULT_SPLIT_SIZE = 64 << 20
@@ -104,10 +104,29 @@ def plan_job(options: JobOptions) -> tuple[Job, JobPlan, list[InputSplit]]:
         memory_bytes=options.memory_mb << 20,
         use_combiner=options.use_combiner,
     )
+    if job.setup_fn is not None:
+        check_setup(job, plan)
     if job.range_partitioner is not None:
         sampled = sample_keys(job, plan, splits, job.range_partitioner.sample_size)
         plan = plan.with_boundaries(tuple(boundaries_from_sample(sampled, plan.num_reducers)))
     return job, plan, splits
+
+
+def check_setup(job: Job, plan: JobPlan) -> None:
+    """Run the job's ``setup()`` once before any task, so a bad ``--param`` fails at once.
+
+    Raises:
+        JobDefinitionError: ``setup()`` raised; the message carries its error.
+    """
+    planning = context.TaskContext(plan.job_id, "plan", "plan", 0, 0, "local", plan.num_reducers)
+    assert job.setup_fn is not None
+    with context.activated(planning, plan.params, Counter()):
+        try:
+            job.setup_fn()
+        except Exception as exc:
+            raise JobDefinitionError(
+                plan.job_path, f"setup() failed: {type(exc).__name__}: {exc}"
+            ) from exc
 
 
 def sample_keys(job: Job, plan: JobPlan, splits: list[InputSplit], size: int) -> list[bytes]:

@@ -175,6 +175,16 @@ def format_field(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _setup(job: Job) -> None:
+    """Run the job's ``setup()`` before a task's first record."""
+    if job.setup_fn is None:
+        return
+    try:
+        job.setup_fn()
+    except Exception as exc:
+        raise TaskError(f"setup() failed: {_describe(exc)}", _user_traceback(exc)) from exc
+
+
 class _MapBuffer:
     """The map task's in-memory output, grouped by key, and its spills."""
 
@@ -317,6 +327,7 @@ def run_map_task(
     next_check = _MIN_CHECK
     offset = -1
     with context.activated(task, plan.params, counters):
+        _setup(job)
         try:
             for offset, key, value in read_split(split, plan.input_format, skip):  # noqa: B007
                 records += 1
@@ -411,6 +422,7 @@ def run_reduce_task(
         open(out_path, "w", encoding="utf-8", newline="\n") as out,
     ):
         write = out.write
+        _setup(job)
         inputs = list(counted.groups([read_run(p) for p in runs]))
         # Runs that fit the memory budget together (unpickled objects take several
         # times their serialised size) are grouped in a table, others merged.
