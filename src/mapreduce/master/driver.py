@@ -10,10 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import queue
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
@@ -88,9 +90,14 @@ class MasterDriver:
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
+        self._outputs: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self._output_thread = threading.Thread(
+            target=self._output_loop, name="master-output", daemon=True
+        )
 
     def start(self) -> None:
         self._ticker.start()
+        self._output_thread.start()
 
     def stop(self) -> None:
         self._stop.set()
@@ -206,12 +213,15 @@ class MasterDriver:
                     action.last_heartbeat,
                 )
             case act.JobSucceeded():
-                self._commit(action.job_id)
+                # The summary is taken now; the file system work is done by the
+                # output thread, outside the lock (renames and fsyncs can be slow).
+                data = self.summary_of(action.job_id).to_dict()
+                self._outputs.put((action.job_id, data))
             case act.JobFailed():
                 entry = self.jobs.get(action.job_id)
                 if entry is not None:
-                    entry.committer.abort()
                     entry.finished = self.now()
+                    self._outputs.put((action.job_id, None))
                 self.finished_jobs.append(action.job_id)
             case _:
                 pass  # assignments, grants and map outputs are answered by the servicer
@@ -237,21 +247,30 @@ class MasterDriver:
         summary.phase_seconds["total"] = (entry.finished or self.now()) - entry.submitted
         return summary
 
-    def _commit(self, job_id: str) -> None:
-        entry = self.jobs[job_id]
-        job = self.state.jobs[job_id]
-        summary = self.summary_of(job_id)
-        data = summary.to_dict()
-        try:
-            entry.committer.commit_job(data)
-        except (OSError, MapReduceError) as exc:
-            job.state = JobState.FAILED
-            job.reason = f"committing the output failed: {exc}"
-            return
-        finally:
-            entry.finished = self.now()
-            self.finished_jobs.append(job_id)
-        entry.summary_json = json.dumps(data, sort_keys=True)
+    def _output_loop(self) -> None:
+        """Commit the output of succeeded jobs and remove that of failed ones, in order."""
+        while True:
+            job_id, data = self._outputs.get()
+            with self.lock:
+                entry = self.jobs[job_id]
+            if data is None:
+                entry.committer.abort()
+                continue
+            error = ""
+            try:
+                entry.committer.commit_job(data)
+            except (OSError, MapReduceError) as exc:
+                error = f"committing the output failed: {exc}"
+            with self.lock:
+                job = self.state.jobs[job_id]
+                entry.finished = self.now()
+                self.finished_jobs.append(job_id)
+                if error:
+                    job.state = JobState.FAILED
+                    job.reason = error
+                else:
+                    entry.summary_json = json.dumps(data, sort_keys=True)
+                self.changed.notify_all()
 
     # -- queries for the servicer ------------------------------------------------
 
