@@ -11,7 +11,6 @@ import dataclasses
 import functools
 import time
 from collections.abc import Callable
-from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
@@ -367,14 +366,11 @@ def serve_master(
     listen: str, driver: MasterDriver, max_workers: int = 128
 ) -> tuple[grpc.Server, int]:
     """Start the Master service on ``listen`` (port 0: any); return the server and its port."""
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="master-rpc"),
-        options=convert.GRPC_OPTIONS,
+    server, port = convert.start_grpc_server(
+        listen,
+        lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
+        max_workers,
+        "master-rpc",
     )
-    pb_grpc.add_MasterServicer_to_server(MasterService(driver), server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    server.start()
     driver.start()
     return server, port

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable
+from concurrent import futures
 from dataclasses import dataclass
+
+import grpc
 
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.tasks import TaskKind
@@ -162,3 +166,28 @@ def stats_from_pb(ref: AttemptRef, msg: pb.TaskStats) -> TaskResult:
         spills=msg.spills,
         seconds=msg.seconds,
     )
+
+
+def start_grpc_server(
+    listen: str, register: Callable[[grpc.Server], None], max_workers: int, name: str
+) -> tuple[grpc.Server, int]:
+    """Start a gRPC server on ``listen`` (port 0: any) with our options; return it and its port.
+
+    Args:
+        register: adds the servicer(s) to the server.
+        max_workers: request threads.
+        name: prefix of the thread names.
+
+    Raises:
+        OSError: the address cannot be bound.
+    """
+    server = grpc.server(
+        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
+        options=GRPC_OPTIONS,
+    )
+    register(server)
+    port = server.add_insecure_port(listen)
+    if port == 0:
+        raise OSError(f"cannot listen on {listen}")
+    server.start()
+    return server, port

@@ -87,18 +87,13 @@ class ShuffleService(pb_grpc.ShuffleServicer):
 def serve_shuffle(
     listen: str, registry: MapOutputRegistry, max_workers: int = 8
 ) -> tuple[grpc.Server, int]:
-    from concurrent import futures
-
-    server = grpc.server(
-        futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix="shuffle"),
-        options=convert.GRPC_OPTIONS,
+    """Start the Shuffle service on ``listen`` (port 0: any); return the server and its port."""
+    return convert.start_grpc_server(
+        listen,
+        lambda server: pb_grpc.add_ShuffleServicer_to_server(ShuffleService(registry), server),
+        max_workers,
+        "shuffle",
     )
-    pb_grpc.add_ShuffleServicer_to_server(ShuffleService(registry), server)
-    port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
-    server.start()
-    return server, port
 
 
 def fetch_partition(
