@@ -253,6 +253,13 @@ def _add_cluster_parsers(
         help="fault injection: exit abruptly after N finished tasks",
     )
     worker.add_argument("--name", default="", help="worker id (default: its address)")
+    worker.add_argument(
+        "--advertise",
+        default="",
+        metavar="HOST",
+        help="host name other workers reach this one at (default: the --listen host, or "
+        "this machine's host name when listening on 0.0.0.0)",
+    )
 
     submit = subparsers.add_parser("submit", help="submit a job to a running master")
     _add_job_flags(submit)
@@ -404,6 +411,7 @@ def _worker(args: argparse.Namespace) -> int:
             slots=args.slots,
             fail_after=args.fail_after,
             name=args.name,
+            advertise=args.advertise,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import socket
 import sys
 import threading
 import time
@@ -52,6 +53,9 @@ class WorkerConfig:
         slots: how many tasks run at once.
         fail_after: exit abruptly after this many finished tasks (fault injection); 0: never.
         name: the worker's id; defaults to its shuffle address.
+        advertise: the host other machines reach this worker's shuffle service at;
+            defaults to the ``listen`` host, or this machine's host name when that is a
+            wildcard (0.0.0.0, ::).
     """
 
     master: str
@@ -60,6 +64,17 @@ class WorkerConfig:
     slots: int = 1
     fail_after: int = 0
     name: str = ""
+    advertise: str = ""
+
+
+def advertised_address(listen: str, port: int, advertise: str = "") -> str:
+    """``host:port`` that reducers on other machines use to fetch from this worker."""
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    if advertise:
+        host = advertise
+    elif host in ("", "0.0.0.0", "::"):
+        host = socket.gethostname()
+    return f"{host}:{port}"
 
 
 @dataclass
@@ -125,8 +140,7 @@ class Worker:
         start_fork_server()
         os.makedirs(self.workdir, exist_ok=True)
         self.shuffle_server, port = serve_shuffle(self.config.listen, self.registry)
-        host = self.config.listen.rsplit(":", 1)[0]
-        self.address = f"{host}:{port}"
+        self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
         self.master = pb_grpc.MasterStub(self._channel(self.config.master))
         self._register()

@@ -1,0 +1,74 @@
+"""Static checks of the Dockerfile and docker-compose.yml (no Docker engine runs here).
+
+The commands the compose file gives the containers are parsed by the real
+``mapreduce`` argument parser, so a renamed or misspelled flag fails here.
+"""
+
+from __future__ import annotations
+
+import shlex
+from typing import Any
+
+import yaml
+
+from mapreduce.cli import build_parser
+from mapreduce.worker.agent import advertised_address
+from tests.conftest import REPO
+
+
+def compose() -> dict[str, Any]:
+    data: dict[str, Any] = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    return data
+
+
+def container_argv(service: dict[str, Any]) -> list[str]:
+    """The mapreduce arguments a service's container runs with."""
+    command = service["command"]
+    if service.get("entrypoint") == ["sh", "-c"]:
+        words = shlex.split(command[0].replace("$$", "$"))
+        assert words[:2] == ["exec", "mapreduce"], words
+        return words[2:]
+    return list(command)
+
+
+def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
+    lines = [
+        line.strip()
+        for line in (REPO / "Dockerfile").read_text().splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert lines[0].startswith("FROM python:3.11")
+    assert any("pip install" in line and " ." in line for line in lines)
+    assert 'ENTRYPOINT ["mapreduce"]' in lines
+    copied = [line.split()[1] for line in lines if line.startswith("COPY")]
+    for path in copied:
+        assert (REPO / path).exists(), f"the Dockerfile copies {path}, which does not exist"
+    assert (REPO / "src" / "mapreduce").is_dir() and "src" in copied
+
+
+def test_compose_commands_are_valid_mapreduce_command_lines() -> None:
+    services = compose()["services"]
+    assert set(services) == {"master", "worker"}
+    parser = build_parser()
+    master = parser.parse_args(container_argv(services["master"]))
+    assert master.command == "master" and master.listen == "0.0.0.0:7070"
+    worker = parser.parse_args(container_argv(services["worker"]))
+    assert worker.command == "worker"
+    assert worker.master == "master:7070"  # the master service, on the port it listens on
+    assert worker.listen.startswith("0.0.0.0:")
+    assert worker.advertise == "$(hostname -i)"  # expanded by the container's shell
+    published = [p.split(":")[-1] for p in services["master"]["ports"]]
+    assert str(master.http_port) in published
+
+
+def test_every_service_sees_the_shared_data_directory() -> None:
+    for name, service in compose()["services"].items():
+        assert "./data:/data" in service["volumes"], name
+    assert compose()["services"]["worker"]["image"] == compose()["services"]["master"]["image"]
+
+
+def test_workers_listening_on_every_interface_advertise_a_reachable_host() -> None:
+    assert advertised_address("0.0.0.0:0", 7080, "10.1.2.3") == "10.1.2.3:7080"
+    assert advertised_address("127.0.0.1:0", 7080) == "127.0.0.1:7080"
+    host, port = advertised_address("0.0.0.0:0", 7080).rsplit(":", 1)
+    assert host not in ("0.0.0.0", "") and port == "7080"
