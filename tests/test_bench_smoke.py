@@ -69,3 +69,18 @@ def test_startup_bench_quick(tmp_path: Path) -> None:
         assert has_line(rf"ratio {name} first task/python -c pass: \d+\.\dx \(\d+\.\d+s\)", out)
     # Everything it wrote is cleaned up.
     assert not list(tmp_path.iterdir())
+
+
+def test_master_simulation_quick() -> None:
+    """The pure master schedules a simulated job with failing workers to the end."""
+    result = subprocess.run(
+        [sys.executable, str(REPO / "bench" / "master_sim.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "final state succeeded" in result.stdout
+    assert re.search(r"scheduling decisions: [\d,]+ in", result.stdout)
+    assert "died mid-job" in result.stdout

@@ -32,6 +32,8 @@ def validate(state: MasterState) -> None:
                     key = (job.job_id, kind, task.index, attempt.number)
                     if key not in running_keys:
                         raise InvariantViolation(f"{task.task_id} attempt not on its worker")
+                if (task.state is TaskState.IN_PROGRESS) != (task.index in job.in_progress[kind]):
+                    raise InvariantViolation(f"{task.task_id} misfiled in the in-progress index")
                 if task.state is TaskState.IN_PROGRESS and not running:
                     raise InvariantViolation(f"{task.task_id} in progress with no attempt")
                 if task.state is TaskState.IDLE and running:

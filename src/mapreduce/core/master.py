@@ -72,6 +72,10 @@ class JobRecord:
     reduces: list[Task]
     state: JobState = JobState.QUEUED
     idle: dict[TaskKind, list[int]] = field(default_factory=dict)
+    #: in-progress tasks by kind, in the order they became in progress (oldest first)
+    in_progress: dict[TaskKind, dict[int, None]] = field(
+        default_factory=lambda: {TaskKind.MAP: {}, TaskKind.REDUCE: {}}
+    )
     completed: dict[TaskKind, int] = field(default_factory=dict)
     skipped: int = 0
     reason: str = ""
@@ -305,18 +309,16 @@ class MasterState:
             return None
         if kind is TaskKind.REDUCE and not job.all_done(TaskKind.MAP):
             return None  # reducers wait for maps: that is not straggling
-        best: tuple[float, Task] | None = None
-        for task in job.tasks(kind):
-            if task.state is not TaskState.IN_PROGRESS:
-                continue
+        tasks = job.tasks(kind)
+        for index in job.in_progress[kind]:  # oldest first
+            task = tasks[index]
             attempts = task.running()
             if len(attempts) != 1 or attempts[0].worker_id == worker.worker_id:
                 continue
             if now - attempts[0].started < self.config.backup_after:
-                continue
-            if best is None or attempts[0].started < best[0]:
-                best = (attempts[0].started, task)
-        return best[1] if best else None
+                return None  # the rest started later still
+            return task
+        return None
 
     def _start_attempt(
         self, job: JobRecord, task: Task, worker: WorkerInfo, now: float
@@ -326,7 +328,7 @@ class MasterState:
         task.attempts[number] = Attempt(
             number, worker.worker_id, worker.incarnation, now, now, backup=backup
         )
-        task.state = TaskState.IN_PROGRESS
+        self._set_state(job, task, TaskState.IN_PROGRESS)
         worker.running.add((job.job_id, task.kind, task.index, number))
         return act.AssignTask(
             worker.worker_id,
@@ -346,9 +348,17 @@ class MasterState:
         if worker is not None and worker.incarnation == attempt.incarnation:
             worker.running.discard((job.job_id, task.kind, task.index, attempt.number))
 
+    def _set_state(self, job: JobRecord, task: Task, state: TaskState) -> None:
+        """The one place a task changes state (it keeps ``job.in_progress`` in step)."""
+        if task.state is TaskState.IN_PROGRESS:
+            job.in_progress[task.kind].pop(task.index, None)
+        task.state = state
+        if state is TaskState.IN_PROGRESS:
+            job.in_progress[task.kind][task.index] = None
+
     def _maybe_idle(self, job: JobRecord, task: Task) -> None:
         if task.state is TaskState.IN_PROGRESS and not task.running():
-            task.state = TaskState.IDLE
+            self._set_state(job, task, TaskState.IDLE)
             heapq.heappush(job.idle[task.kind], task.index)
 
     def _kill(self, job: JobRecord, task: Task, attempt: Attempt, reason: str) -> act.KillAttempt:
@@ -379,7 +389,7 @@ class MasterState:
         self._stop_attempt(job, task, attempt, AttemptState.SUCCEEDED)
         if task.state is TaskState.COMPLETED:
             return
-        task.state = TaskState.COMPLETED
+        self._set_state(job, task, TaskState.COMPLETED)
         task.completed_attempt = attempt.number
         task.output_bytes = event.output_bytes
         task.counters = dict(event.counters)
@@ -427,7 +437,7 @@ class MasterState:
             self._maybe_idle(job, task)
             return
         self._stop_attempt(job, task, attempt, AttemptState.SUCCEEDED)
-        task.state = TaskState.COMPLETED
+        self._set_state(job, task, TaskState.COMPLETED)
         task.completed_attempt = attempt.number
         task.output_bytes = event.output_bytes
         task.counters = dict(event.counters)
@@ -519,7 +529,7 @@ class MasterState:
         if holder is not None and holder.incarnation == lost.incarnation:
             holder.completed_maps.discard((job.job_id, task.index))
         out.append(act.RetractMapOutput(job.job_id, task.index, lost.number))
-        task.state = TaskState.IDLE
+        self._set_state(job, task, TaskState.IDLE)
         task.completed_attempt = None
         task.counters = {}
         job.completed[TaskKind.MAP] -= 1
@@ -536,21 +546,27 @@ class MasterState:
         job = self.active_job()
         if job is None or job.state is not JobState.RUNNING:
             return
-        for task in [*job.maps, *job.reduces]:
-            for attempt in task.running():
-                if now - attempt.last_progress > self.config.task_timeout:
-                    out.append(self._kill(job, task, attempt, "no progress"))
-                    self._fail_attempt(
-                        job,
-                        task,
-                        attempt,
-                        f"no progress for {now - attempt.last_progress:.1f}s",
-                        "",
-                        "",
-                        out,
-                    )
-                    if job.state is not JobState.RUNNING:
-                        return
+        stalled = [
+            (task, attempt)
+            for kind in (TaskKind.MAP, TaskKind.REDUCE)
+            for task in (job.tasks(kind)[i] for i in job.in_progress[kind])
+            for attempt in task.running()
+            if now - attempt.last_progress > self.config.task_timeout
+        ]
+        for task, attempt in stalled:
+            if attempt.state is AttemptState.RUNNING:
+                out.append(self._kill(job, task, attempt, "no progress"))
+                self._fail_attempt(
+                    job,
+                    task,
+                    attempt,
+                    f"no progress for {now - attempt.last_progress:.1f}s",
+                    "",
+                    "",
+                    out,
+                )
+                if job.state is not JobState.RUNNING:
+                    return
 
 
 def _attempt_order(key: AttemptKey) -> tuple[str, str, int, int]:
