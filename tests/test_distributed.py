@@ -412,7 +412,10 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         children = [
             int(p)
             for p in subprocess.run(
-                ["pgrep", "-f", "mapreduce worker --master"], capture_output=True, text=True
+                # this run's own workers (other runs may be going on beside the tests)
+                ["pgrep", "-P", str(run.pid), "-f", "mapreduce worker --master"],
+                capture_output=True,
+                text=True,
             ).stdout.split()
         ]
     assert len(children) >= 2
