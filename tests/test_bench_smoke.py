@@ -1,8 +1,10 @@
-"""Smoke tests of ``bench/wordcount.py --quick`` and ``bench/startup.py --quick``.
+"""Smoke tests of the ``bench/`` scripts, each run with ``--quick``.
 
 Only correctness is asserted (exit status 0 means every run succeeded and
-every output was checked: the word counts equal the plain-Python count, the
-start-up probe counted its input); timings are never asserted.
+every output was checked: the word counts equal the plain-Python count, grep
+found the same lines as a plain-Python scan, the sort equals ``sorted()``
+byte for byte, the start-up probe counted its input); timings are never
+asserted, only that each figure is printed.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import pytest
 from tests.conftest import REPO, SHARED
 
 BENCH = REPO / "bench" / "wordcount.py"
+GREP = REPO / "bench" / "grep.py"
+SORT = REPO / "bench" / "sort.py"
 STARTUP = REPO / "bench" / "startup.py"
 GEN_CORPUS = SHARED / "bench" / "gen_corpus.py"
+GEN_RECORDS = SHARED / "bench" / "gen_records.py"
 
 NUMBER = r"\d+\.\d+x"
 
@@ -44,11 +49,12 @@ def test_wordcount_bench_quick(tmp_path: Path) -> None:
         pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
     out = run_bench(BENCH, tmp_path)
     assert "outputs agree" in out
-    for name in ("python Counter", "mapreduce --local", "mapreduce --workers 1"):
-        assert has_line(rf"{name}.* {NUMBER}", out), name
-    assert has_line(rf"ratio --local/baseline wall: {NUMBER}", out)
-    assert has_line(rf"ratio --workers 1/baseline wall: {NUMBER}", out)
-    assert has_line(rf"ratio --workers 2/baseline wall: {NUMBER}", out)
+    names = ("python Counter", r"python Pool\(2\) Counter", "mapreduce --local")
+    for name in (*names, "mapreduce --workers 1", "mapreduce --workers 2"):
+        assert has_line(rf"{name}.* {NUMBER} +{NUMBER}", out), name
+    for run in ("--local", "--workers 1", "--workers 2"):
+        assert has_line(rf"ratio {run}/1-core wall: {NUMBER}", out), run
+        assert has_line(rf"ratio {run}/Pool\(2\) wall: {NUMBER}", out), run
     assert has_line(rf"ratio --workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
     # Enough map tasks for two workers, and the orphaned task CPU is counted.
     match = re.search(r"^map tasks: (\d+) per mapreduce run", out, re.MULTILINE)
@@ -58,6 +64,54 @@ def test_wordcount_bench_quick(tmp_path: Path) -> None:
     # The corpus stays for reuse; the run outputs are cleaned up.
     assert (tmp_path / "corpus-2mb-2f" / "_COMPLETE.json").is_file()
     assert not list(tmp_path.glob("runs-*"))
+
+
+def test_grep_bench_quick(tmp_path: Path) -> None:
+    if not GEN_CORPUS.is_file():
+        pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
+    out = run_bench(GREP, tmp_path)
+    # The quick pattern matches a few dozen lines: the check compared real matches.
+    match = re.search(r"^outputs agree: ([\d,]+) lines match 'qgbnj'", out, re.MULTILINE)
+    assert match and int(match.group(1).replace(",", "")) > 0, out
+    assert "every mapreduce key points at its line" in out
+    for name in (
+        "python re",
+        r"python Pool\(2\) re",
+        "mapreduce --local",
+        "mapreduce --workers 2",
+    ):
+        assert has_line(rf"{name}.* {NUMBER} +{NUMBER}", out), name
+    for run in ("--local", "--workers 2"):
+        assert has_line(rf"ratio {run}/1-core wall: {NUMBER}", out), run
+        assert has_line(rf"ratio {run}/Pool\(2\) wall: {NUMBER}", out), run
+    # The corpus is wordcount's, kept for reuse; the run outputs are cleaned up.
+    assert (tmp_path / "corpus-2mb-2f" / "_COMPLETE.json").is_file()
+    assert not list(tmp_path.glob("grep-*"))
+
+
+def test_sort_bench_quick(tmp_path: Path) -> None:
+    if not GEN_RECORDS.is_file():
+        pytest.fail(f"record generator missing: {GEN_RECORDS} (the shared/ folder beside the repo)")
+    out = run_bench(SORT, tmp_path)
+    assert has_line(r"outputs agree: 20,000 records, all \d+ runs equal byte for byte .*", out)
+    names = [
+        "python sort",
+        r"python Pool\(2\) sort\+merge",
+        "mapreduce --local",
+        "mapreduce --workers 2",
+    ]
+    baselines = ["1-core", r"Pool\(2\)"]
+    if "GNU sort --parallel=2" in out:  # wherever sort is GNU coreutils'
+        names.append("GNU sort --parallel=2")
+        baselines.append("GNU sort")
+    for name in names:
+        assert has_line(rf"{name}.* {NUMBER}", out), name
+    for run in ("--local", "--workers 2"):
+        for base in baselines:
+            assert has_line(rf"ratio {run}/{base} wall: {NUMBER}", out), (run, base)
+    # The records stay for reuse; the run outputs are cleaned up.
+    assert (tmp_path / "records-20000-2f" / "_COMPLETE.json").is_file()
+    assert not list(tmp_path.glob("sort-*"))
 
 
 def test_startup_bench_quick(tmp_path: Path) -> None:

@@ -114,12 +114,8 @@ def _write_run_list(path: str, groups: list[Group]) -> tuple[int, int]:
     return written, counts[-1] if counts else 0
 
 
-def read_run(path: str) -> Iterator[Group]:
-    """Every group of the run file at ``path``, in order.
-
-    Raises:
-        CorruptRunError: bad magic, a truncated block or a checksum mismatch.
-    """
+def _payloads(path: str) -> Iterator[bytes]:
+    """Every block payload of a run file, its framing and checksum checked."""
     with open(path, "rb", buffering=1 << 20) as f:
         if f.read(len(MAGIC)) != MAGIC:
             raise CorruptRunError(path, "not a run file (bad magic)")
@@ -135,7 +131,27 @@ def read_run(path: str) -> Iterator[Group]:
                 raise CorruptRunError(path, "truncated block")
             if zlib.crc32(payload) != crc:
                 raise CorruptRunError(path, "checksum mismatch")
-            yield from pickle.loads(payload)
+            yield payload
+
+
+def read_run(path: str) -> Iterator[Group]:
+    """Every group of the run file at ``path``, in order.
+
+    Raises:
+        CorruptRunError: bad magic, a truncated block or a checksum mismatch.
+    """
+    for payload in _payloads(path):
+        yield from pickle.loads(payload)
+
+
+def verify_run(path: str) -> None:
+    """Check a run file's framing and every block's checksum without unpickling it.
+
+    Raises:
+        CorruptRunError: bad magic, a truncated block or a checksum mismatch.
+    """
+    for _payload in _payloads(path):
+        pass
 
 
 def run_size(path: str) -> int:

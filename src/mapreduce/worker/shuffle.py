@@ -15,6 +15,7 @@ from collections.abc import Iterator
 
 import grpc
 
+from mapreduce.dataflow.records import CorruptRunError, verify_run
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -123,6 +124,10 @@ def fetch_partition(
                 size += len(chunk.data)
         if size != total:
             raise FetchError(f"map {map_index} partition {partition}: got {size} of {total} bytes")
+        try:
+            verify_run(tmp)  # corrupt on the map worker's disk: re-run that map
+        except CorruptRunError as exc:
+            raise FetchError(f"map {map_index} partition {partition}: {exc}") from exc
         os.replace(tmp, dest)
         return size
     except grpc.RpcError as exc:
