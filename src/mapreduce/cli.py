@@ -312,14 +312,23 @@ def _job_options(args: argparse.Namespace) -> JobOptions:
 
 
 def _follow(
-    stub: Any, job_id: str, quiet: bool, workers_alive: Callable[[], bool] | None = None
+    stub: Any,
+    job_id: str,
+    quiet: bool,
+    workers_alive: Callable[[], bool] | None = None,
+    every: float = 0.1,
 ) -> dict[str, Any]:
-    """Follow a job with a progress display on stderr; print the summary on stdout."""
+    """Follow a job with a progress display on stderr; print the summary on stdout.
+
+    ``every`` is the polling interval (short for an embedded master on loopback).
+    """
     from mapreduce import client, progress
 
     display = None if quiet else progress.display_for(sys.stderr)
     try:
-        summary = client.wait_for(stub, job_id, on_status=display, workers_alive=workers_alive)
+        summary = client.wait_for(
+            stub, job_id, on_status=display, every=every, workers_alive=workers_alive
+        )
     finally:
         if display is not None:
             display.close()
@@ -361,7 +370,7 @@ def _run(args: argparse.Namespace) -> int:
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
         stub = client.connect(cluster.address)
         job_id = client.submit(stub, request)
-        _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
+        _follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
     return 0
 
 
