@@ -64,6 +64,7 @@ class JobEntry:
     results: dict[tuple[TaskKind, int], TaskResult] = field(default_factory=dict)
     summary_json: str = ""
     finished: float | None = None
+    maps_done_at: float | None = None
     failures: list[FailedAttempt] = field(default_factory=list)
     #: the end of each attempt's log: (kind, index, attempt) -> text
     logs: dict[tuple[TaskKind, int, int], str] = field(default_factory=dict)
@@ -139,6 +140,8 @@ class MasterDriver:
                 self._keep_result(event.ref, result)
             if isinstance(event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed):
                 self._keep_log(event, log)
+            if isinstance(event, ev.MapTaskSucceeded):
+                self._note_map_phase(event.ref.job_id, event.now)
             for action in actions:
                 self._execute(action)
             if actions or not isinstance(event, ev.TaskRequested | ev.HeartbeatReceived | ev.Tick):
@@ -146,6 +149,11 @@ class MasterDriver:
                 # or idle workers would wake each other in a loop.
                 self.changed.notify_all()
             return actions
+
+    def _note_map_phase(self, job_id: str, now: float) -> None:
+        entry, job = self.jobs.get(job_id), self.state.jobs.get(job_id)
+        if entry is not None and job is not None and job.all_done(TaskKind.MAP):
+            entry.maps_done_at = now  # the last map (re-runs included) finished
 
     def _keep_log(
         self, event: ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed, log: str
@@ -244,7 +252,11 @@ class MasterDriver:
                 SkippedRecord(task.task_id, record, "crashed user code in repeated attempts")
                 for record in task.skip
             )
-        summary.phase_seconds["total"] = (entry.finished or self.now()) - entry.submitted
+        end = entry.finished or self.now()
+        if entry.maps_done_at is not None:
+            summary.phase_seconds["map"] = entry.maps_done_at - entry.submitted
+            summary.phase_seconds["reduce"] = end - entry.maps_done_at
+        summary.phase_seconds["total"] = end - entry.submitted
         return summary
 
     def _output_loop(self) -> None:
