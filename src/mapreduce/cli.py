@@ -354,12 +354,12 @@ def _run(args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
+    if args.task_timeout <= 0:
+        raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
     request = client.build_submission(
         options, tuple(args.py_files), args.max_attempts, args.backup_tasks
     )
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
-    if args.task_timeout <= 0:
-        raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
     with EmbeddedCluster(
         args.workers,
         MasterConfig(task_timeout=args.task_timeout),

@@ -51,6 +51,8 @@ def build_submission(
     backup_tasks: bool = True,
 ) -> pb.SubmitJobRequest:
     """Plan the job here (splits, sampling) and package it with its code."""
+    if max_attempts < 1:
+        raise UsageError("--max-attempts must be at least 1")
     _job, plan, splits = plan_job(options)
     with open(options.job_path, "rb") as f:
         source = f.read()
@@ -65,8 +67,6 @@ def build_submission(
         output=os.path.normpath(os.path.abspath(options.output)),
         splits=tuple(splits),
     )
-    if max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
     return pb.SubmitJobRequest(
         spec=convert.job_to_pb(shipped),
         overwrite=options.overwrite,
@@ -84,14 +84,6 @@ def submit(stub: pb_grpc.MasterStub, request: pb.SubmitJobRequest) -> str:
             raise UsageError(str(exc.details())) from None
         raise MapReduceError(f"submitting the job failed: {exc.code()}: {exc.details()}") from None
     return reply.job_id
-
-
-def progress_line(status: pb.JobStatus) -> str:
-    return (
-        f"[{status.job_id}] {status.state}: map {status.maps_done}/{status.maps_total}, "
-        f"reduce {status.reduces_done}/{status.reduces_total}"
-        + (f", {status.failed_attempts} failed attempts" if status.failed_attempts else "")
-    )
 
 
 def wait_for(

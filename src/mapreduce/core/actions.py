@@ -22,7 +22,7 @@ class AssignTask:
 
 @dataclass(frozen=True)
 class KillAttempt:
-    """Stop an attempt (a backup lost the race, its job ended, or it was preempted)."""
+    """Stop an attempt (a backup lost the race, its job ended, or it made no progress)."""
 
     worker_id: str
     incarnation: str

@@ -45,12 +45,12 @@ class WorkerRegistered:
 
 @dataclass(frozen=True)
 class HeartbeatReceived:
-    """A worker is alive; ``running`` lists the attempts it runs that made progress."""
+    """A worker is alive; ``progressed`` lists the attempts it runs that made progress."""
 
     now: float
     worker_id: str
     incarnation: str
-    running: tuple[AttemptRef, ...] = ()
+    progressed: tuple[AttemptRef, ...] = ()
 
 
 @dataclass(frozen=True)

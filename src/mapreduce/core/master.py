@@ -226,7 +226,7 @@ class MasterState:
         if worker is None:
             return
         worker.last_heartbeat = event.now
-        for ref in event.running:
+        for ref in event.progressed:
             found = self._running_attempt(worker, ref)
             if found is not None:
                 found[2].last_progress = event.now

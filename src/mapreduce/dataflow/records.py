@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import bisect
 import itertools
-import os
 import pickle
 import struct
 import zlib
@@ -152,8 +151,3 @@ def verify_run(path: str) -> None:
     """
     for _payload in _payloads(path):
         pass
-
-
-def run_size(path: str) -> int:
-    """The size in bytes of a run file."""
-    return os.path.getsize(path)

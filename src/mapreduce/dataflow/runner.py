@@ -97,7 +97,6 @@ class TaskResult:
         output_records: pairs emitted after combining (map) or lines written (reduce).
         output_bytes: bytes written.
         counters: user counters incremented by this attempt.
-        skipped: records this attempt skipped, as ``(record, reason)``.
         spills: how many times a map task spilled its buffer to disk.
         seconds: wall time of the attempt.
     """

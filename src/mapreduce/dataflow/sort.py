@@ -5,7 +5,8 @@ outgrows the task's memory budget it is *spilled*: split by partition, sorted
 by key bytes and written as one sorted run per partition.  At the end of the
 task the spills of each partition are merged into the task's final run.  A
 reduce task merges the runs of every map task the same way, lazily, holding
-one block per run in memory.
+one block per run in memory, or, when they fit its memory budget together,
+groups them in a table (:func:`grouped_values_in_memory`).
 
 Merges are stable: for equal keys, values of an earlier run come first, so
 the order of values a reducer sees depends only on map task numbers and

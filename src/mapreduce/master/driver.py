@@ -232,7 +232,7 @@ class MasterDriver:
                     self._outputs.put((action.job_id, None))
                 self.finished_jobs.append(action.job_id)
             case _:
-                pass  # assignments, grants and map outputs are answered by the servicer
+                pass  # the servicer answers with assignments and grants; reducers poll outputs
 
     def summary_of(self, job_id: str) -> JobSummary:
         """The job's summary from the committed attempts so far (call with the lock held)."""
@@ -293,15 +293,3 @@ class MasterDriver:
                 return False
             attempt = job.tasks(ref.kind)[ref.index].attempts.get(ref.attempt)
             return attempt is not None and attempt.state is AttemptState.RUNNING
-
-    def failed_attempts(self, job_id: str) -> int:
-        job = self.state.jobs[job_id]
-        return sum(
-            a.state is AttemptState.FAILED
-            for t in [*job.maps, *job.reduces]
-            for a in t.attempts.values()
-        )
-
-    def done_count(self, job_id: str, kind: TaskKind) -> int:
-        job = self.state.jobs[job_id]
-        return sum(t.state is TaskState.COMPLETED for t in job.tasks(kind))

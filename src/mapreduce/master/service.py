@@ -17,7 +17,6 @@ import grpc
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
-from mapreduce.core.master import JobState
 from mapreduce.core.tasks import TaskKind
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.errors import MapReduceError
@@ -284,27 +283,24 @@ class MasterService(pb_grpc.MasterServicer):
         return pb.SubmitJobReply(job_id=job_id)
 
     def _job_status(self, job_id: str) -> pb.JobStatus:
-        job = self.driver.state.jobs[job_id]
+        from mapreduce.web.views import job_brief
+
+        brief = job_brief(self.driver, job_id)
         entry = self.driver.jobs[job_id]
-        state = job.state
-        if state is JobState.SUCCEEDED and not entry.summary_json:
-            state = JobState.RUNNING  # the output is being committed
         return pb.JobStatus(
             job_id=job_id,
-            state=state.value,
-            reason=job.reason,
-            maps_total=len(job.maps),
-            maps_done=self.driver.done_count(job_id, TaskKind.MAP),
-            reduces_total=len(job.reduces),
-            reduces_done=self.driver.done_count(job_id, TaskKind.REDUCE),
-            failed_attempts=self.driver.failed_attempts(job_id),
+            state=brief["state"],
+            reason=brief["reason"],
+            maps_total=brief["maps"]["total"],
+            maps_done=brief["maps"]["completed"],
+            reduces_total=brief["reduces"]["total"],
+            reduces_done=brief["reduces"]["completed"],
+            failed_attempts=brief["failed_attempts"],
             summary_json=entry.summary_json,
             failures=[f.line() for f in entry.failures],
-            elapsed_seconds=(entry.finished or self._now()) - entry.submitted,
-            input_bytes_done=sum(
-                r.input_bytes for (kind, _i), r in entry.results.items() if kind is TaskKind.MAP
-            ),
-            input_bytes_total=sum(split.end - split.start for split in entry.shipped.splits),
+            elapsed_seconds=brief["elapsed_seconds"],
+            input_bytes_done=brief["input_bytes_done"],
+            input_bytes_total=brief["input_bytes_total"],
         )
 
     @_guarded

@@ -10,7 +10,6 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from mapreduce.core.master import JobRecord
 from mapreduce.core.tasks import AttemptState, Task, TaskKind, TaskState
 from mapreduce.master.driver import JobEntry, MasterDriver
 
@@ -27,11 +26,24 @@ def _counts(tasks: list[Task]) -> dict[str, int]:
     return counts
 
 
-def _job_brief(driver: MasterDriver, job: JobRecord, entry: JobEntry, now: float) -> dict[str, Any]:
+def job_brief(driver: MasterDriver, job_id: str) -> dict[str, Any]:
+    """A job's state, task counts and progress (call with the driver's lock held).
+
+    Raises:
+        KeyError: no such job.
+    """
+    now = driver.now()
+    job = driver.state.jobs[job_id]
+    entry = driver.jobs[job_id]
     state = job.state.value
     if state == "succeeded" and not entry.summary_json:
         state = "running"  # its output is being committed
     end = entry.finished if entry.finished is not None else now
+    input_done = sum(
+        result.input_bytes
+        for (kind, index), result in entry.results.items()
+        if kind is TaskKind.MAP and job.maps[index].state is TaskState.COMPLETED
+    )
     return {
         "id": job.job_id,
         "state": state,
@@ -43,6 +55,8 @@ def _job_brief(driver: MasterDriver, job: JobRecord, entry: JobEntry, now: float
         "maps": _counts(job.maps),
         "reduces": _counts(job.reduces),
         "failed_attempts": len(entry.failures),
+        "input_bytes_done": input_done,
+        "input_bytes_total": sum(s.end - s.start for s in entry.shipped.splits),
     }
 
 
@@ -88,10 +102,7 @@ def cluster_view(driver: MasterDriver) -> dict[str, Any]:
             for lost in sorted(driver.lost_workers.values(), key=lambda w: w.worker_id)
             if lost.worker_id not in driver.state.workers
         ]
-        jobs = [
-            _job_brief(driver, driver.state.jobs[job_id], driver.jobs[job_id], now)
-            for job_id in driver.state.queue
-        ]
+        jobs = [job_brief(driver, job_id) for job_id in driver.state.queue]
         return {
             "uptime_seconds": round(now - driver.started, 3),
             "workers": workers,
@@ -140,7 +151,7 @@ def job_view(driver: MasterDriver, job_id: str) -> dict[str, Any]:
         now = driver.now()
         job = driver.state.jobs[job_id]
         entry = driver.jobs[job_id]
-        view = _job_brief(driver, job, entry, now)
+        view = job_brief(driver, job_id)
         summary = driver.summary_of(job_id)
         system = summary.system_counters()
         elapsed = max(view["elapsed_seconds"], 1e-9)
@@ -150,7 +161,6 @@ def job_view(driver: MasterDriver, job_id: str) -> dict[str, Any]:
         eta = None
         if view["state"] in ("running", "queued") and 0 < fraction < 1:
             eta = round(elapsed * (1 - fraction) / fraction, 1)
-        input_bytes = sum(s.end - s.start for s in entry.shipped.splits)
         view.update(
             {
                 "progress": {
@@ -160,7 +170,7 @@ def job_view(driver: MasterDriver, job_id: str) -> dict[str, Any]:
                     ),
                 },
                 "bytes": {
-                    "input_total": input_bytes,
+                    "input_total": view["input_bytes_total"],
                     "input_done": system["map_input_bytes"],
                     "intermediate": system["intermediate_bytes"],
                     "output": system["output_bytes"],

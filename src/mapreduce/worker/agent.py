@@ -85,6 +85,12 @@ class _Running:
     last_progress: int = -1
     fetching: bool = False
 
+    def kill(self) -> None:
+        """Mark the attempt killed and stop its task process, if it has one yet."""
+        self.killed.set()
+        if self.child is not None:
+            self.child.kill()
+
 
 class Worker:
     def __init__(self, config: WorkerConfig) -> None:
@@ -152,9 +158,7 @@ class Worker:
             self.stopping.set()
             with self.lock:
                 for running in self.running.values():
-                    running.killed.set()
-                    if running.child is not None:
-                        running.child.kill()
+                    running.kill()
             self.shuffle_server.stop(grace=None)
 
     def stop(self) -> None:
@@ -184,9 +188,7 @@ class Worker:
     def _drop_and_register(self) -> None:
         with self.lock:
             for running in self.running.values():
-                running.killed.set()
-                if running.child is not None:
-                    running.child.kill()
+                running.kill()
             self.running.clear()
         self.registry.clear()
         self.incarnation = uuid.uuid4().hex
@@ -226,9 +228,7 @@ class Worker:
         with self.lock:
             running = self.running.get(ref)
         if running is not None:
-            running.killed.set()
-            if running.child is not None:
-                running.child.kill()
+            running.kill()
 
     def _forget_job(self, job_id: str) -> None:
         with self.lock:
