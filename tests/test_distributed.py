@@ -508,3 +508,25 @@ def test_job_ids_and_outputs_that_could_escape_are_refused(tmp_path: Path) -> No
             stub.SubmitJob(request, timeout=10)
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert not (tmp_path / "o").exists()
+
+
+def test_cancel_stops_a_running_job_and_leaves_no_output(tmp_path: Path) -> None:
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "slow.txt").write_text("a\n")
+    out = tmp_path / "out"
+    with EmbeddedCluster(1, FAST) as cluster:
+        stub = client.connect(cluster.address)
+        request = client.build_submission(
+            options(JOBS / "straggler.py", inp, out, 1), backup_tasks=False
+        )
+        job_id = client.submit(stub, request)
+        time.sleep(1)  # the map attempt is sleeping in the worker
+        result = run_cli("cancel", job_id, "--master", cluster.address)
+        assert result.returncode == 0, result.stderr
+        with pytest.raises(JobFailedError, match="cancelled"):
+            client.wait_for(stub, job_id)
+        unknown = run_cli("cancel", "job-nope", "--master", cluster.address)
+        assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
+    assert not out.exists()
+    assert not list(tmp_path.glob(".out.staging-*"))

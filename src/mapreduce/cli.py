@@ -275,6 +275,10 @@ def _add_cluster_parsers(
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--job", metavar="JOB_ID", help="show one job and its summary")
 
+    cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
+    cancel.add_argument("job", metavar="JOB_ID")
+    cancel.add_argument("--master", required=True, metavar="HOST:PORT")
+
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
     )
@@ -476,6 +480,16 @@ def _status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cancel(args: argparse.Namespace) -> int:
+    from mapreduce import client
+    from mapreduce.rpc._generated import mapreduce_pb2 as pb
+
+    stub = client.connect(args.master)
+    stub.CancelJob(pb.CancelJobRequest(job_id=args.job), timeout=30)
+    print(f"{args.job} cancelled")
+    return 0
+
+
 def _logs(args: argparse.Namespace) -> int:
     from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
@@ -504,6 +518,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "submit": _submit,
         "status": _status,
         "logs": _logs,
+        "cancel": _cancel,
     }
     try:
         return commands[args.command](args)
