@@ -65,6 +65,8 @@ class JobEntry:
     summary_json: str = ""
     finished: float | None = None
     maps_done_at: float | None = None
+    #: map outputs announced and retracted, in order: (index, attempt, address, retracted)
+    output_log: list[tuple[int, int, str, bool]] = field(default_factory=list)
     failures: list[FailedAttempt] = field(default_factory=list)
     #: the end of each attempt's log: (kind, index, attempt) -> text
     logs: dict[tuple[TaskKind, int, int], str] = field(default_factory=dict)
@@ -220,6 +222,16 @@ class MasterDriver:
                     self.now(),
                     action.last_heartbeat,
                 )
+            case act.AnnounceMapOutput():
+                if action.job_id in self.jobs:
+                    self.jobs[action.job_id].output_log.append(
+                        (action.index, action.attempt, action.address, False)
+                    )
+            case act.RetractMapOutput():
+                if action.job_id in self.jobs:
+                    self.jobs[action.job_id].output_log.append(
+                        (action.index, action.attempt, "", True)
+                    )
             case act.JobSucceeded():
                 # The summary is taken now; the file system work is done by the
                 # output thread, outside the lock (renames and fsyncs can be slow).
@@ -232,7 +244,7 @@ class MasterDriver:
                     self._outputs.put((action.job_id, None))
                 self.finished_jobs.append(action.job_id)
             case _:
-                pass  # the servicer answers with assignments and grants; reducers poll outputs
+                pass  # the servicer answers with assignments and grants
 
     def summary_of(self, job_id: str) -> JobSummary:
         """The job's summary from the committed attempts so far (call with the lock held)."""

@@ -233,19 +233,21 @@ class MasterService(pb_grpc.MasterServicer):
     ) -> pb.GetMapOutputsReply:
         ref = convert.attempt_from_pb(request.reduce_attempt)
         with self.driver.lock:
-            if ref.job_id not in self.driver.state.jobs:
-                raise KeyError(ref.job_id)
-            locations = self.driver.state.map_locations(ref.job_id)
+            log = self.driver.jobs[ref.job_id].output_log
+            entries = log[request.since :]
             alive = self.driver.attempt_running(ref) and self.driver.state.is_current(
                 request.worker.worker_id, request.worker.incarnation
             )
-        return pb.GetMapOutputsReply(
-            outputs=[
-                pb.MapOutputLocation(map_index=i, map_attempt=a, address=addr)
-                for i, a, addr in locations
-            ],
-            attempt_alive=alive,
-        )
+            return pb.GetMapOutputsReply(
+                outputs=[
+                    pb.MapOutputLocation(
+                        map_index=i, map_attempt=a, address=addr, retracted=retracted
+                    )
+                    for i, a, addr, retracted in entries
+                ],
+                attempt_alive=alive,
+                next=len(log),
+            )
 
     @_guarded
     def SubmitJob(

@@ -416,6 +416,8 @@ class Worker:
         """Fetch this partition of every map output; None if the attempt ended meanwhile."""
         ref = running.ref
         fetched: dict[int, str] = {}
+        known: dict[int, tuple[int, str]] = {}  # map index -> (attempt, address)
+        seen = 0
         pending: dict[futures.Future[int], tuple[int, int, str]] = {}
         running.fetching = True
         pool = futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch")
@@ -426,25 +428,33 @@ class Worker:
                 reply = self._master_call(
                     "GetMapOutputs",
                     pb.GetMapOutputsRequest(
-                        worker=self.identity(), reduce_attempt=convert.attempt_to_pb(ref)
+                        worker=self.identity(),
+                        reduce_attempt=convert.attempt_to_pb(ref),
+                        since=seen,
                     ),
                 )
                 assert isinstance(reply, pb.GetMapOutputsReply)
                 if not reply.attempt_alive:
                     return None
+                seen = reply.next
+                for entry in reply.outputs:
+                    if entry.retracted:
+                        known.pop(entry.map_index, None)
+                    else:
+                        known[entry.map_index] = (entry.map_attempt, entry.address)
                 busy = {info[0] for info in pending.values()}
-                for loc in reply.outputs:
-                    if loc.map_index in fetched or loc.map_index in busy:
+                for map_index, (map_attempt, address) in known.items():
+                    if map_index in fetched or map_index in busy:
                         continue
-                    dest = os.path.join(workdir, f"map-{loc.map_index:05d}.run")
+                    dest = os.path.join(workdir, f"map-{map_index:05d}.run")
                     future = pool.submit(
                         fetch_partition,
-                        self._channel(loc.address),
-                        (ref.job_id, loc.map_index, loc.map_attempt),
+                        self._channel(address),
+                        (ref.job_id, map_index, map_attempt),
                         ref.index,
                         dest,
                     )
-                    pending[future] = (loc.map_index, loc.map_attempt, dest)
+                    pending[future] = (map_index, map_attempt, dest)
                 done, _ = futures.wait(list(pending), timeout=0.1, return_when="FIRST_COMPLETED")
                 for future in done:
                     map_index, map_attempt, dest = pending.pop(future)
@@ -452,6 +462,8 @@ class Worker:
                         future.result()
                         fetched[map_index] = dest
                     except FetchError as exc:
+                        if known.get(map_index, (None, ""))[0] == map_attempt:
+                            del known[map_index]  # wait for the re-run's announcement
                         self._master_call(
                             "ReportFetchFailed",
                             pb.ReportFetchFailedRequest(

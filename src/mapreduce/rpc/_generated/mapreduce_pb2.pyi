@@ -256,30 +256,36 @@ class ReportFetchFailedRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., map_index: _Optional[int] = ..., map_attempt: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetMapOutputsRequest(_message.Message):
-    __slots__ = ("worker", "reduce_attempt")
+    __slots__ = ("worker", "reduce_attempt", "since")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     REDUCE_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     reduce_attempt: AttemptId
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ...) -> None: ...
+    since: int
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., since: _Optional[int] = ...) -> None: ...
 
 class MapOutputLocation(_message.Message):
-    __slots__ = ("map_index", "map_attempt", "address")
+    __slots__ = ("map_index", "map_attempt", "address", "retracted")
     MAP_INDEX_FIELD_NUMBER: _ClassVar[int]
     MAP_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    RETRACTED_FIELD_NUMBER: _ClassVar[int]
     map_index: int
     map_attempt: int
     address: str
-    def __init__(self, map_index: _Optional[int] = ..., map_attempt: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+    retracted: bool
+    def __init__(self, map_index: _Optional[int] = ..., map_attempt: _Optional[int] = ..., address: _Optional[str] = ..., retracted: _Optional[bool] = ...) -> None: ...
 
 class GetMapOutputsReply(_message.Message):
-    __slots__ = ("outputs", "attempt_alive")
+    __slots__ = ("outputs", "attempt_alive", "next")
     OUTPUTS_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_ALIVE_FIELD_NUMBER: _ClassVar[int]
+    NEXT_FIELD_NUMBER: _ClassVar[int]
     outputs: _containers.RepeatedCompositeFieldContainer[MapOutputLocation]
     attempt_alive: bool
-    def __init__(self, outputs: _Optional[_Iterable[_Union[MapOutputLocation, _Mapping]]] = ..., attempt_alive: _Optional[bool] = ...) -> None: ...
+    next: int
+    def __init__(self, outputs: _Optional[_Iterable[_Union[MapOutputLocation, _Mapping]]] = ..., attempt_alive: _Optional[bool] = ..., next: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
     __slots__ = ("spec", "overwrite", "max_attempts", "skip_bad_records", "backup_tasks")
