@@ -422,15 +422,14 @@ def run_reduce_task(
     ):
         write = out.write
         _setup(job)
-        inputs = list(counted.groups([read_run(p) for p in runs]))
-        # Runs that fit the memory budget together (unpickled objects take several
-        # times their serialised size) are grouped in a table, others merged.
-        if input_bytes * _IN_MEMORY_FACTOR <= plan.memory_bytes:
-            groups = grouped_values_in_memory(inputs)
-        else:
-            groups = grouped_values(inputs)
         key_bytes = b""
         try:
+            # Runs that fit the memory budget together (unpickled objects take several
+            # times their serialised size) are grouped in a table, others merged.
+            if input_bytes * _IN_MEMORY_FACTOR <= plan.memory_bytes:
+                counted.values, groups = grouped_values_in_memory([read_run(p) for p in runs])
+            else:
+                groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
             for key_bytes, values in groups:
                 if progress is not None:
                     progress()

@@ -96,10 +96,14 @@ def grouped_values(runs: Sequence[Iterable[Group]]) -> Iterator[tuple[bytes, Ite
 
 def grouped_values_in_memory(
     runs: Sequence[Iterable[Group]],
-) -> Iterator[tuple[bytes, Iterator[Any]]]:
+) -> tuple[int, Iterator[tuple[bytes, Iterator[Any]]]]:
     """:func:`grouped_values` for runs that fit in memory together: faster than a k-way merge.
 
-    Values of a key keep run order, then their order within a run, as in a merge.
+    Reads every run at once. Values of a key keep run order, then their order
+    within a run, as in a merge.
+
+    Returns:
+        the number of values, and the groups in key order.
     """
     table: dict[bytes, list[Any]] = {}
     get = table.get
@@ -110,8 +114,13 @@ def grouped_values_in_memory(
                 table[key_bytes] = values
             else:
                 found.extend(values)
-    for key_bytes in sorted(table):
-        yield key_bytes, iter(table.pop(key_bytes))
+    total = sum(map(len, table.values()))
+
+    def in_key_order() -> Iterator[tuple[bytes, Iterator[Any]]]:
+        for key_bytes in sorted(table):
+            yield key_bytes, iter(table.pop(key_bytes))
+
+    return total, in_key_order()
 
 
 def merge_run_files(

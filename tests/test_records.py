@@ -1,0 +1,50 @@
+"""The intermediate run format: round trip, block cutting, and corruption detection."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from mapreduce.dataflow.records import CorruptRunError, read_run, verify_run, write_run
+from mapreduce.dataflow.runner import JobPlan, TaskError, run_reduce_task
+from tests.conftest import JOBS
+
+
+def test_round_trip_from_lists_and_iterators(tmp_path: Path) -> None:
+    groups = [(f"k{i:05d}".encode(), [i] * (1 + i % 3)) for i in range(10_000)]
+    groups.append((b"big", list(range(200_000))))  # one key larger than a block's budget
+    for name, source in [("list", groups), ("iter", iter(groups))]:
+        path = tmp_path / f"{name}.run"
+        size, records = write_run(str(path), source)
+        assert size == path.stat().st_size
+        assert records == sum(len(v) for _k, v in groups)
+        assert list(read_run(str(path))) == groups
+        verify_run(str(path))
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate", "magic"])
+def test_damage_is_detected(tmp_path: Path, damage: str) -> None:
+    path = tmp_path / "run"
+    write_run(str(path), [(f"k{i}".encode(), [i]) for i in range(5000)])
+    data = bytearray(path.read_bytes())
+    if damage == "flip":
+        data[len(data) // 2] ^= 0x01
+    elif damage == "truncate":
+        del data[-10:]
+    else:
+        data[0:3] = b"XXX"
+    path.write_bytes(bytes(data))
+    with pytest.raises(CorruptRunError):
+        verify_run(str(path))
+    with pytest.raises(CorruptRunError):
+        list(read_run(str(path)))
+
+
+def test_a_reduce_over_a_corrupt_run_is_a_task_error_not_a_record_error(tmp_path: Path) -> None:
+    run = tmp_path / "part.run"
+    write_run(str(run), [(b"Aa", [1]), (b"Ab", [2])])
+    run.write_bytes(run.read_bytes()[:-5])
+    plan = JobPlan("job-x", str(JOBS / "wordcount_plain.py"), "lines", 1)
+    with pytest.raises(TaskError, match="truncated"):
+        run_reduce_task(plan, 0, [str(run)], str(tmp_path / "out"))
