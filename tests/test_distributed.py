@@ -247,7 +247,16 @@ def test_submit_and_wait_against_daemons(gutenberg: Path, tmp_path: Path) -> Non
         line = master.stdout.readline()  # type: ignore[union-attr]
         address = line.strip().rsplit(" ", 1)[-1]
         worker = subprocess.Popen(
-            [sys.executable, "-m", "mapreduce", "worker", "--master", address],
+            [
+                sys.executable,
+                "-m",
+                "mapreduce",
+                "worker",
+                "--master",
+                address,
+                "--workdir",
+                str(tmp_path / "w"),
+            ],
             start_new_session=True,
             stderr=subprocess.DEVNULL,
         )

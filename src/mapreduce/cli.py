@@ -240,7 +240,8 @@ def _add_cluster_parsers(
         "--workdir",
         default="",
         metavar="DIR",
-        help="local directory for map output (default: a temporary one)",
+        help="local directory for map output and task logs (default: a temporary one, "
+        "removed when the worker stops)",
     )
     worker.add_argument(
         "--slots", type=int, default=1, metavar="N", help="tasks run at once (default 1)"

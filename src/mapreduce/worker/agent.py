@@ -14,6 +14,7 @@ import os
 import shutil
 import socket
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -95,9 +96,9 @@ class _Running:
 class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.workdir = config.workdir or os.path.join(
-            os.environ.get("TMPDIR", "/tmp"), f"mapreduce-worker-{os.getpid()}"
-        )
+        # Without --workdir the worker uses a temporary directory and removes it on exit.
+        self._own_workdir = not config.workdir
+        self.workdir = config.workdir or tempfile.mkdtemp(prefix="mapreduce-worker-")
         self.registry = MapOutputRegistry()
         self.incarnation = uuid.uuid4().hex
         self.running: dict[AttemptRef, _Running] = {}
@@ -160,6 +161,8 @@ class Worker:
                 for running in self.running.values():
                     running.kill()
             self.shuffle_server.stop(grace=None)
+            if self._own_workdir:
+                shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
         self.stopping.set()
