@@ -93,3 +93,14 @@ def test_bad_inputs_are_named(tmp_path: Path, spec: str, message: str) -> None:
     (tmp_path / "empty").mkdir()
     with pytest.raises(InputError, match=message):
         expand_inputs([str(tmp_path / spec)])
+
+
+def test_lines_longer_than_a_read_block(tmp_path: Path) -> None:
+    path = tmp_path / "long.txt"
+    lines = ["x" * (5 << 20), "short", "é" * 3_000_000, "", "last without newline"]
+    data = "\n".join(lines).encode("utf-8")
+    path.write_bytes(data)
+    for split_size in (3 << 20, 64 << 20):
+        splits = plan_splits([str(path)], "lines", split_size)
+        got = [value for s in splits for _o, _k, value in read_split(s, "lines")]
+        assert got == lines
