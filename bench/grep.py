@@ -88,7 +88,7 @@ from harness import (
     run_directory,
     warm_page_cache,
 )
-from measuring import REPO, BenchError, enable_subreaper
+from measuring import REPO, BenchError, enable_subreaper, run_main
 
 JOB = REPO / "examples" / "grep.py"
 
@@ -270,13 +270,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":

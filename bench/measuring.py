@@ -23,6 +23,7 @@ after the child and adds up their resource usage.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import ctypes
 import os
@@ -32,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,3 +178,18 @@ def mapreduce_command() -> tuple[list[str], dict[str, str]]:
     if script.is_file() and os.access(script, os.X_OK):
         return [str(script)], env
     return [sys.executable, "-m", "mapreduce"], env
+
+
+def run_main(
+    parse_args: Callable[[Sequence[str] | None], argparse.Namespace],
+    run: Callable[[argparse.Namespace], object],
+    argv: Sequence[str] | None,
+) -> int:
+    """A benchmark script's ``main``: 0 on success, 1 (with the reason) on a BenchError."""
+    args = parse_args(argv)
+    try:
+        run(args)
+    except BenchError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0

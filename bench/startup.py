@@ -65,6 +65,7 @@ from measuring import (
     enable_subreaper,
     mapreduce_command,
     measure,
+    run_main,
 )
 
 JOB = REPO / "bench" / "jobs" / "first_task_probe.py"
@@ -279,13 +280,7 @@ def run(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(argv)
-    try:
-        run(args)
-    except BenchError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_main(parse_args, run, argv)
 
 
 if __name__ == "__main__":
