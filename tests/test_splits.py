@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import gzip
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from mapreduce.dataflow import formats
 from mapreduce.dataflow.formats import raw_lines, read_split
-from mapreduce.dataflow.splits import expand_inputs, plan_splits
-from mapreduce.errors import InputError
+from mapreduce.dataflow.splits import InputSplit, expand_inputs, plan_splits
+from mapreduce.errors import BadRecordError, InputError
 
 line_text = st.text(
     alphabet=st.characters(blacklist_characters="\r\n", blacklist_categories=["Cs"]), max_size=30
@@ -104,3 +107,55 @@ def test_lines_longer_than_a_read_block(tmp_path: Path) -> None:
         splits = plan_splits([str(path)], "lines", split_size)
         got = [value for s in splits for _o, _k, value in read_split(s, "lines")]
         assert got == lines
+
+
+raw_line = st.one_of(
+    line_text.map(lambda text: text.encode("utf-8")),
+    st.binary(max_size=12).filter(lambda data: b"\n" not in data),  # often invalid UTF-8
+)
+
+
+@settings(max_examples=200, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    lines=st.lists(st.tuples(raw_line, st.sampled_from([b"\n", b"\r\n"])), max_size=30),
+    trailing_newline=st.booleans(),
+    block=st.integers(min_value=1, max_value=64),
+    split_size=st.integers(min_value=1, max_value=300),
+    skip_every=st.integers(min_value=0, max_value=4),
+)
+def test_block_reader_gives_the_records_and_errors_of_the_line_reader(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    lines: list[tuple[bytes, bytes]],
+    trailing_newline: bool,
+    block: int,
+    split_size: int,
+    skip_every: int,
+) -> None:
+    """Blocks of any size, any text (invalid UTF-8 too), any skip set: the same as line by line."""
+    monkeypatch.setattr(formats, "_FIRST_BLOCK_BYTES", block)
+    monkeypatch.setattr(formats, "_BLOCK_BYTES", 2 * block)
+    data = b"".join(text + newline for text, newline in lines)
+    if not trailing_newline and lines:
+        data = data[: -len(lines[-1][1])]
+    path = tmp_path / "input.txt"
+    path.write_bytes(data)
+    offsets = [o for s in plan_splits([str(path)], "lines", split_size) for o, _l in raw_lines(s)]
+    skip = frozenset(offsets[::skip_every] if skip_every else [])
+
+    def outcome(reader: Callable[..., Iterator[Any]], split: InputSplit) -> list[Any]:
+        got: list[Any] = []
+        try:
+            for item in reader(split, skip):
+                got.append(item)
+        except BadRecordError as exc:
+            got.append(("error", exc.path, exc.offset, exc.reason))
+        return got
+
+    for split in plan_splits([str(path)], "lines", split_size):
+        one_by_one = outcome(formats._read_lines_one_by_one, split)
+        batches = outcome(formats._read_lines_in_blocks, split)
+        flat = [r for b in batches if b[0] != "error" for r in zip(*b, strict=True)]
+        flat += [b for b in batches if b[0] == "error"]
+        assert flat == one_by_one
+        assert all(b[0] for b in batches)  # no empty batch

@@ -19,20 +19,26 @@ for error messages and bad-record skipping.
 
 from __future__ import annotations
 
+import bisect
 import gzip
+import itertools
 import json
-from collections.abc import Iterator
+import operator
+from collections.abc import Iterator, Sequence, Sized
 from typing import IO, Any, cast
 
 from mapreduce.dataflow.splits import InputSplit
 from mapreduce.errors import BadRecordError
 
 Record = tuple[int, Any, Any]
+#: Records ``(offsets, keys, values)``, three lists of equal length.
+Batch = tuple[list[int], list[Any], list[Any]]
 
 INPUT_FORMATS = frozenset({"lines", "files", "jsonl", "tsv"})
 
 _READ_BUFFER = 1 << 20
 _BLOCK_BYTES = 4 << 20
+_FIRST_BLOCK_BYTES = 64 << 10
 
 
 def _open(path: str) -> IO[bytes]:
@@ -70,11 +76,21 @@ def _decode(split: InputSplit, offset: int, line: bytes) -> str:
         ) from None
 
 
-def read_lines(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
+def read_lines(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
     """The ``lines`` format."""
     if split.path.endswith(".gz"):
-        return _read_lines_one_by_one(split, skip)
+        return _batched(_read_lines_one_by_one(split, skip))
     return _read_lines_in_blocks(split, skip)
+
+
+def _batched(records: Iterator[Record], size: int = 1024) -> Iterator[Batch]:
+    """Records grouped into batches of ``size``."""
+    while True:
+        chunk = list(itertools.islice(records, size))
+        if not chunk:
+            return
+        offsets, keys, values = zip(*chunk, strict=True)
+        yield list(offsets), list(keys), list(values)
 
 
 def _read_lines_one_by_one(split: InputSplit, skip: frozenset[int]) -> Iterator[Record]:
@@ -84,18 +100,16 @@ def _read_lines_one_by_one(split: InputSplit, skip: frozenset[int]) -> Iterator[
             continue
         if line.endswith(b"\n"):
             line = line[:-2] if line.endswith(b"\r\n") else line[:-1]
-        try:
-            text = line.decode("utf-8")
-        except UnicodeDecodeError:
-            text = _decode(split, offset, line)
-        yield offset, (path, offset), text
+        yield offset, (path, offset), _decode_line(split, offset, line)
 
 
-def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[Record]:
-    """The same records as :func:`_read_lines_one_by_one`, read a block at a time.
+def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[Batch]:
+    """The lines of ``split`` read a block at a time, a batch a block.
 
-    A block of ASCII text (the common case) is decoded and split in two C calls,
-    and its byte offsets are its character offsets.
+    A block that is valid UTF-8 (the common case) is decoded and split in a few
+    C calls; the byte offsets of its lines come from the lengths of the lines
+    of the undecoded block (``\\n`` is one byte in UTF-8 and never part of
+    another character), summed in C.
     """
     path = split.path
     end = split.end
@@ -105,11 +119,13 @@ def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[R
             f.seek(pos - 1)
             pos += len(f.readline()) - 1
         carry = b""
+        size = _FIRST_BLOCK_BYTES  # small at first: a sample needs only the first lines
         while pos < end:
-            block = f.read(_BLOCK_BYTES)
+            block = f.read(size)
+            size = min(2 * size, _BLOCK_BYTES)
             if not block:  # a last line without a newline
                 if carry and not (skip and pos in skip):
-                    yield pos, (path, pos), _decode_line(split, pos, carry)
+                    yield [pos], [(path, pos)], [_decode_line(split, pos, carry)]
                 return
             data = carry + block if carry else block
             cut = data.rfind(b"\n")
@@ -117,29 +133,77 @@ def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[R
                 carry = data
                 continue
             carry = data[cut + 1 :]
-            body = data[:cut]
-            if body.isascii():
-                for line in body.decode("ascii").split("\n"):
-                    if pos >= end:
-                        return
-                    offset = pos
-                    pos += len(line) + 1
-                    if skip and offset in skip:
-                        continue
-                    if line[-1:] == "\r":
-                        line = line[:-1]
-                    yield offset, (path, offset), line
+            batch, error = _block_lines(split, pos, data[:cut], skip)
+            offsets = batch[0]
+            # every line starts before the block's end; those starting at or after
+            # the split's end belong to the next split
+            count = bisect.bisect_left(offsets, end)
+            if count < len(offsets):
+                del offsets[count:], batch[1][count:], batch[2][count:]
+                pos = end
             else:
-                for raw in body.split(b"\n"):
-                    if pos >= end:
-                        return
-                    offset = pos
-                    pos += len(raw) + 1
-                    if skip and offset in skip:
-                        continue
-                    if raw[-1:] == b"\r":
-                        raw = raw[:-1]
-                    yield offset, (path, offset), _decode_line(split, offset, raw)
+                pos += cut + 1
+            if skip:
+                batch = _without(batch, skip)
+            if batch[0]:
+                yield batch
+            if error is not None:
+                raise error
+
+
+def _block_lines(
+    split: InputSplit, pos: int, body: bytes, skip: frozenset[int]
+) -> tuple[Batch, BadRecordError | None]:
+    """The lines of ``body`` (complete lines, without the last one's ``\\n``), from ``pos``.
+
+    Returns:
+        the batch, and the error of its first line that is not valid UTF-8 (the
+        batch then ends before that line), unless that line is skipped or not
+        in the split.
+    """
+    error = None
+    if body.isascii():
+        values = body.decode("ascii").split("\n")
+        offsets = _starts(pos, values)  # a character is a byte
+    else:
+        raws = body.split(b"\n")
+        offsets = _starts(pos, raws)
+        try:
+            values = body.decode("utf-8").split("\n")
+        except UnicodeDecodeError:
+            values, error = _decode_lines(split, offsets, raws, skip)
+            del offsets[len(values) :]
+            return (offsets, list(zip(itertools.repeat(split.path), offsets)), values), error
+    if b"\r" in body:
+        values = [v[:-1] if v[-1:] == "\r" else v for v in values]
+    return (offsets, list(zip(itertools.repeat(split.path), offsets)), values), error
+
+
+def _decode_lines(
+    split: InputSplit, offsets: list[int], raws: list[bytes], skip: frozenset[int]
+) -> tuple[list[str], BadRecordError | None]:
+    """Decode lines one by one up to the first that is not UTF-8 (and is not skipped)."""
+    values = []
+    for offset, raw in zip(offsets, raws, strict=True):
+        try:
+            values.append(_decode_line(split, offset, raw[:-1] if raw[-1:] == b"\r" else raw))
+        except BadRecordError as exc:
+            if offset < split.end and offset not in skip:
+                return values, exc
+            values.append("")  # dropped by the caller
+    return values, None
+
+
+def _starts(pos: int, lines: Sequence[Sized]) -> list[int]:
+    """The offset of each of ``lines``, the first at ``pos``, each followed by one byte."""
+    # line i starts at pos + (the lengths of the lines before it) + i newlines
+    before = itertools.accumulate(map(len, lines), initial=pos)
+    return list(map(operator.add, before, range(len(lines))))
+
+
+def _without(batch: Batch, skip: frozenset[int]) -> Batch:
+    kept = [i for i, offset in enumerate(batch[0]) if offset not in skip]
+    return [batch[0][i] for i in kept], [batch[1][i] for i in kept], [batch[2][i] for i in kept]
 
 
 def _decode_line(split: InputSplit, offset: int, line: bytes) -> str:
@@ -149,35 +213,41 @@ def _decode_line(split: InputSplit, offset: int, line: bytes) -> str:
         return _decode(split, offset, line)
 
 
-def read_jsonl(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
-    """The ``jsonl`` format: one JSON value a line."""
+def read_jsonl(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
+    """The ``jsonl`` format: one JSON value a line (blank lines skipped)."""
     path = split.path
-    for offset, key, text in read_lines(split, skip):
-        if not text.strip():
-            continue
-        try:
-            value = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise BadRecordError(
-                path, offset, f"invalid JSON ({exc.msg} at column {exc.colno})"
-            ) from None
-        yield offset, key, value
+    for offsets, keys, texts in read_lines(split, skip):
+        batch: Batch = ([], [], [])
+        for offset, key, text in zip(offsets, keys, texts, strict=True):
+            if not text.strip():
+                continue
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise BadRecordError(
+                    path, offset, f"invalid JSON ({exc.msg} at column {exc.colno})"
+                ) from None
+            batch[0].append(offset)
+            batch[1].append(key)
+            batch[2].append(value)
+        if batch[0]:
+            yield batch
 
 
-def read_tsv(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
+def read_tsv(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
     """The ``tsv`` format: ``key<TAB>value`` lines, as the output of a job."""
-    for offset, _key, text in read_lines(split, skip):
-        key, _tab, value = text.partition("\t")
-        yield offset, key, value
+    for offsets, _keys, texts in read_lines(split, skip):
+        parts = [text.partition("\t") for text in texts]
+        yield offsets, [p[0] for p in parts], [p[2] for p in parts]
 
 
-def read_files(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Record]:
+def read_files(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
     """The ``files`` format: one record per file."""
     if 0 in skip:
         return
     with _open(split.path) as f:
         data = f.read()
-    yield 0, split.path, _decode(split, 0, data)
+    yield [0], [split.path], [_decode(split, 0, data)]
 
 
 _READERS = {
@@ -188,8 +258,17 @@ _READERS = {
 }
 
 
+def read_batches(
+    split: InputSplit, input_format: str, skip: frozenset[int] = frozenset()
+) -> Iterator[Batch]:
+    """The records of ``split`` under ``input_format`` (but those at the offsets in
+    ``skip``) as batches ``(offsets, keys, values)`` of three lists of equal length."""
+    return _READERS[input_format](split, skip)
+
+
 def read_split(
     split: InputSplit, input_format: str, skip: frozenset[int] = frozenset()
 ) -> Iterator[Record]:
     """Every record of ``split`` under ``input_format``, but those at the offsets in ``skip``."""
-    return _READERS[input_format](split, skip)
+    for offsets, keys, values in read_batches(split, input_format, skip):
+        yield from zip(offsets, keys, values, strict=True)
