@@ -361,15 +361,16 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
     if args.task_timeout <= 0:
         raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
-    request = client.build_submission(
-        options, tuple(args.py_files), args.max_attempts, args.backup_tasks
-    )
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
     with EmbeddedCluster(
         args.workers,
         MasterConfig(task_timeout=args.task_timeout),
         http_port=None if args.no_http else args.http_port,
     ) as cluster:
+        # planned while the workers start up
+        request = client.build_submission(
+            options, tuple(args.py_files), args.max_attempts, args.backup_tasks
+        )
         if not args.quiet:
             page = cluster.status_server.url if cluster.status_server is not None else "off"
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
@@ -409,6 +410,9 @@ def _master(args: argparse.Namespace) -> int:
 
 
 def _worker(args: argparse.Namespace) -> int:
+    from mapreduce.worker.executor import start_fork_server
+
+    start_fork_server()  # it starts up while this process imports gRPC
     from mapreduce.worker.agent import Worker, WorkerConfig
 
     logging.basicConfig(

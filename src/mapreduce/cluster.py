@@ -90,21 +90,17 @@ class EmbeddedCluster:
         return any(process.poll() is None for process in self.processes)
 
     def close(self) -> None:
+        # A worker of an embedded cluster keeps nothing worth a graceful stop: the
+        # job's output is committed (or was never made visible) and its scratch
+        # space is removed below.  Each worker is killed with its process group
+        # (its fork server and task processes), also when the worker itself is gone.
         for process in self.processes:
-            # Also when the worker itself is gone: its task processes may not be.
             with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGTERM)
-        # Stop the master at once: requests the workers have in flight (a long poll
-        # for a task) end now instead of running out their time.
+                os.killpg(process.pid, signal.SIGKILL)
         self.driver.stop()
         self.server.stop(grace=None)
         for process in self.processes:
-            try:
-                process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(process.pid, signal.SIGKILL)
-                process.wait()
+            process.wait()
         if self.status_server is not None:
             self.status_server.stop()
         shutil.rmtree(self.scratch, ignore_errors=True)

@@ -54,6 +54,8 @@ _SAMPLE = 16
 #: Bounds, in records, of the interval between two checks of the map buffer's size.
 _MIN_CHECK = 16
 _MAX_CHECK = 65536
+#: How many new container objects a map task lets pile up before it collects cycles.
+_YOUNG_OBJECTS = 200_000
 #: The most records mapped between two progress reports (and checks of the buffer).
 _CHUNK = 1024
 #: How many times its serialised size a reduce task's input takes in memory, at most.
@@ -187,8 +189,9 @@ def _collector_paused() -> Iterator[None]:
     A task allocates millions of short container objects (pairs, keys, value
     lists) that the reference counts free; the automatic collector would
     traverse them over and over (measured: a fifth of a word-count map task).
-    A map task still collects the cycles user code leaves behind at each check
-    of its buffer; every object that is not in a cycle is freed as usual.
+    A map task still collects the cycles user code leaves behind: when it checks
+    its buffer and more than :data:`_YOUNG_OBJECTS` objects were made since.
+    Every object that is not in a cycle is freed as usual.
     """
     was_enabled = gc.isenabled()
     gc.disable()
@@ -247,7 +250,8 @@ class _MapBuffer:
             record count at which to check again, chosen so that the buffer grows
             by about a quarter of the headroom left until then.
         """
-        gc.collect(0)  # the garbage cycles made since the last check (see _collector_paused)
+        if gc.get_count()[0] > _YOUNG_OBJECTS:  # collect cycles made since (_collector_paused)
+            gc.collect(0)
         limit = self.plan.memory_bytes
         size = self.estimate(buffer)
         growth = (size - self._size_after_check) / max(1, records - self._records_at_check)

@@ -106,6 +106,8 @@ class Worker:
         self.jobs: dict[str, convert.ShippedJob] = {}
         self.finished_tasks = 0
         self.stopping = threading.Event()
+        #: Set when an attempt ends: the task loop asks for more work at once.
+        self.slot_freed = threading.Event()
         self.heartbeat_interval = 1.0
         self._channels: dict[str, grpc.Channel] = {}
         self._register_lock = threading.Lock()
@@ -166,6 +168,7 @@ class Worker:
 
     def stop(self) -> None:
         self.stopping.set()
+        self.slot_freed.set()
 
     def _register(self) -> None:
         reply = self._master_call(
@@ -257,7 +260,8 @@ class Worker:
                 # a map slot and a reduce slot per --slots; the master assigns per kind
                 free = 2 * self.config.slots - len(self.running)
             if free <= 0:
-                time.sleep(0.02)
+                self.slot_freed.wait(0.5)
+                self.slot_freed.clear()
                 continue
             incarnation = self.incarnation
             try:
@@ -332,6 +336,7 @@ class Worker:
         finally:
             with self.lock:
                 self.running.pop(running.ref, None)
+            self.slot_freed.set()
 
     def _log_path(self, ref: AttemptRef) -> str:
         """Where an attempt's stdout and stderr are kept on this worker."""
