@@ -48,3 +48,18 @@ def test_a_reduce_over_a_corrupt_run_is_a_task_error_not_a_record_error(tmp_path
     plan = JobPlan("job-x", str(JOBS / "wordcount_plain.py"), "lines", 1)
     with pytest.raises(TaskError, match="truncated"):
         run_reduce_task(plan, 0, [str(run)], str(tmp_path / "out"))
+
+
+def test_shared_and_self_containing_values_round_trip(tmp_path: Path) -> None:
+    """Blocks are pickled without the memo when they can be; values that need it still work."""
+    shared = {"a": [1, 2]}
+    cyclic: list[object] = [1]
+    cyclic.append(cyclic)
+    groups = [(b"\x05k1", [shared, shared, (1, 2.5, None, b"x")]), (b"\x05k2", [cyclic])]
+    path = tmp_path / "values.run"
+    for write in (lambda: write_run(str(path), groups), lambda: write_run(str(path), iter(groups))):
+        write()
+        (k1, first), (k2, second) = list(read_run(str(path)))
+        assert (k1, k2) == (b"\x05k1", b"\x05k2")
+        assert first == [shared, shared, (1, 2.5, None, b"x")]
+        assert second[0][0] == 1 and second[0][1] is second[0]

@@ -21,6 +21,7 @@ same job code, so unpickling them trusts nothing new.
 from __future__ import annotations
 
 import bisect
+import io
 import itertools
 import pickle
 import struct
@@ -43,6 +44,22 @@ class CorruptRunError(Exception):
     def __init__(self, path: str, reason: str) -> None:
         super().__init__(f"corrupt intermediate run {path}: {reason}")
         self.path = path
+
+
+def _dumps(groups: list[Group]) -> bytes:
+    """Pickle a block: without the memo (much faster) unless the values need it.
+
+    Objects that appear twice are then written twice (equal copies come out);
+    values that contain themselves are pickled the usual way.
+    """
+    buffer = io.BytesIO()
+    pickler = pickle.Pickler(buffer, protocol=5)
+    pickler.fast = True
+    try:
+        pickler.dump(groups)
+    except ValueError:  # "fast mode: can't pickle cyclic objects"
+        return pickle.dumps(groups, protocol=5)
+    return buffer.getvalue()
 
 
 class RunWriter:
@@ -71,7 +88,7 @@ class RunWriter:
     def _flush_block(self) -> None:
         if not self._pending:
             return
-        payload = pickle.dumps(self._pending, protocol=5)
+        payload = _dumps(self._pending)
         self._f.write(_HEADER.pack(len(payload), zlib.crc32(payload)))
         self._f.write(payload)
         self.bytes_written += _HEADER.size + len(payload)
@@ -105,7 +122,7 @@ def _write_run_list(path: str, groups: list[Group]) -> tuple[int, int]:
             before = counts[start - 1] if start else 0
             end = min(start + _BLOCK_RECORDS, bisect.bisect_right(counts, before + _BLOCK_VALUES))
             end = max(end, start + 1)
-            payload = pickle.dumps(groups[start:end], protocol=5)
+            payload = _dumps(groups[start:end])
             f.write(_HEADER.pack(len(payload), zlib.crc32(payload)))
             f.write(payload)
             written += _HEADER.size + len(payload)

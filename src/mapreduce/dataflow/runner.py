@@ -33,7 +33,7 @@ from typing import Any
 
 from mapreduce import context
 from mapreduce.dataflow.formats import read_batches
-from mapreduce.dataflow.keys import decode_key
+from mapreduce.dataflow.keys import STR_TAG, decode_key
 from mapreduce.dataflow.partition import make_partitioner
 from mapreduce.dataflow.records import CorruptRunError, Group, read_run, write_run
 from mapreduce.dataflow.sort import (
@@ -58,6 +58,9 @@ _MAX_CHECK = 65536
 _YOUNG_OBJECTS = 200_000
 #: The most records mapped between two progress reports (and checks of the buffer).
 _CHUNK = 1024
+#: Output lines a reduce task writes at once.
+_LINES_PER_WRITE = 4096
+_STR_TAG_BYTE = STR_TAG[0]
 #: How many times its serialised size a reduce task's input takes in memory, at most.
 _IN_MEMORY_FACTOR = 8
 
@@ -511,16 +514,30 @@ def run_reduce_task(
                 counted.values, groups = grouped_values_in_memory([read_run(p) for p in runs])
             else:
                 groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
+            pending: list[str] = []  # output lines, written a batch at a time
+            keys = 0
             for key_bytes, values in groups:
-                if progress is not None:
+                keys += 1
+                if progress is not None and not keys & 255:
                     progress()
                 if skip and key_bytes in skip:
                     continue
-                key = decode_key(key_bytes)
-                prefix = format_field(key) + "\t"
+                # str keys and values, the common case, inline (see decode_key, format_field)
+                if key_bytes[0] == _STR_TAG_BYTE:
+                    key = key_bytes[1:].decode("utf-8", "surrogatepass")
+                    prefix = key + "\t"
+                else:
+                    key = decode_key(key_bytes)
+                    prefix = format_field(key) + "\t"
                 for value in reduce_fn(key, values):
-                    write(prefix + format_field(value) + "\n")
-                    lines += 1
+                    pending.append(prefix + (value if type(value) is str else format_field(value)))
+                if len(pending) >= _LINES_PER_WRITE:
+                    write("\n".join(pending) + "\n")
+                    lines += len(pending)
+                    pending.clear()
+            if pending:
+                write("\n".join(pending) + "\n")
+                lines += len(pending)
         except KeyboardInterrupt:
             raise
         except CorruptRunError as exc:

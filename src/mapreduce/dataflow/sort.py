@@ -115,12 +115,9 @@ def grouped_values_in_memory(
             else:
                 found.extend(values)
     total = sum(map(len, table.values()))
-
-    def in_key_order() -> Iterator[tuple[bytes, Iterator[Any]]]:
-        for key_bytes in sorted(table):
-            yield key_bytes, iter(table.pop(key_bytes))
-
-    return total, in_key_order()
+    in_key_order = sorted(table)
+    # each value list is let go of as soon as its key's turn is over
+    return total, zip(in_key_order, map(iter, map(table.pop, in_key_order)), strict=True)
 
 
 def merge_run_files(
