@@ -392,6 +392,24 @@ def test_counters_count_committed_attempts_only(tmp_path: Path) -> None:
     assert outs["--local"]["system"] == outs["--workers=2"]["system"]
 
 
+def _living_in_group(pgid: int, wait: float) -> list[int]:
+    """The processes of group ``pgid`` that are not zombies, after waiting up to ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        found = subprocess.run(["pgrep", "-g", str(pgid)], capture_output=True, text=True)
+        living = []
+        for pid in map(int, found.stdout.split()):
+            try:
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, IndexError):
+                continue
+            if state != "Z":
+                living.append(pid)
+        if not living or time.monotonic() > deadline:
+            return living
+        time.sleep(0.1)
+
+
 def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
     inp = tmp_path / "in"
     inp.mkdir()
@@ -421,8 +439,8 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
         children = [
             int(p)
             for p in subprocess.run(
-                # this run's own workers (other runs may be going on beside the tests)
-                ["pgrep", "-P", str(run.pid), "-f", "mapreduce worker --master"],
+                # this run's own workers (forked from it, each in its own session)
+                ["pgrep", "-P", str(run.pid)],
                 capture_output=True,
                 text=True,
             ).stdout.split()
@@ -438,6 +456,8 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             not os.path.exists(f"/proc/{pid}")
             or "zombie" in Path(f"/proc/{pid}/status").read_text().lower()
         )
+        # nor anything the worker started: its fork server and the straggling task
+        assert _living_in_group(pid, wait=10) == []
     assert not (tmp_path / "out").exists()
 
 

@@ -366,6 +366,7 @@ def _run(args: argparse.Namespace) -> int:
         args.workers,
         MasterConfig(task_timeout=args.task_timeout),
         http_port=None if args.no_http else args.http_port,
+        fork=True,  # nothing here has used gRPC yet
     ) as cluster:
         # planned while the workers start up
         request = client.build_submission(
