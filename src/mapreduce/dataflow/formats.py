@@ -196,9 +196,10 @@ def _decode_lines(
 
 def _starts(pos: int, lines: Sequence[Sized]) -> list[int]:
     """The offset of each of ``lines``, the first at ``pos``, each followed by one byte."""
-    # line i starts at pos + (the lengths of the lines before it) + i newlines
-    before = itertools.accumulate(map(len, lines), initial=pos)
-    return list(map(operator.add, before, range(len(lines))))
+    lengths = map(operator.add, map(len, lines), itertools.repeat(1))  # with the newline
+    starts = list(itertools.accumulate(lengths, initial=pos))
+    starts.pop()  # where the line after the last would start
+    return starts
 
 
 def _without(batch: Batch, skip: frozenset[int]) -> Batch:

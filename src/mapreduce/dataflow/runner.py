@@ -327,14 +327,16 @@ class _MapBuffer:
 _not_none = functools.partial(operator.is_not, None)
 
 
-def _emitted(map_fn: Callable[[Any, Any], Any], keys: list[Any], values: list[Any]) -> list[Any]:
+def _emitted(
+    map_fn: Callable[[Any, Any], Any], keys: list[Any], values: list[Any]
+) -> Iterator[Any]:
     """Every pair ``map`` emits for these records, in order.
 
     The records are handed to ``map`` and its results iterated by C code
     (``map``, ``filter``, ``chain``), so the only Python code that runs per
-    record or per pair is the user's.
+    record is the user's.
     """
-    return list(itertools.chain.from_iterable(filter(_not_none, map(map_fn, keys, values))))
+    return itertools.chain.from_iterable(filter(_not_none, map(map_fn, keys, values)))
 
 
 def _failing_record(
