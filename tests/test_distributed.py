@@ -559,3 +559,26 @@ def test_cancel_stops_a_running_job_and_leaves_no_output(tmp_path: Path) -> None
         assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.staging-*"))
+
+
+def test_run_from_an_unguarded_script_runs_the_job_once(tmp_path: Path) -> None:
+    """The forked workers' task processes must not import the calling script again."""
+    inp = tmp_path / "in.txt"
+    inp.write_text("b a\na\n")
+    out = tmp_path / "out"
+    script = tmp_path / "driver.py"
+    script.write_text(
+        "import pathlib\n"
+        "from mapreduce.cli import main\n"
+        f"runs = pathlib.Path({str(tmp_path / 'runs.txt')!r})\n"
+        "with runs.open('a') as f:\n"
+        "    f.write('x')\n"
+        f"main(['run', {str(JOBS / 'wordcount_plain.py')!r}, '-i', {str(inp)!r},\n"
+        f"      '-o', {str(out)!r}, '--workers', '2', '-q'])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, str(script)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "runs.txt").read_text() == "x"
+    assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"

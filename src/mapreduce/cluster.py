@@ -16,6 +16,7 @@ import sys
 import tempfile
 import time
 import traceback
+import types
 from types import TracebackType
 from typing import Protocol
 
@@ -156,6 +157,9 @@ class EmbeddedCluster:
                 for fd in (write_end, *other_pipes):
                     os.close(fd)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
+                # The task processes (multiprocessing) must not import the run's main
+                # script again: it may run a whole job at import time.
+                sys.modules["__main__"] = types.ModuleType("__main__")
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 with os.fdopen(read_end, "rb") as pipe:
                     address = pipe.readline().decode().strip()
