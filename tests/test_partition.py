@@ -8,9 +8,12 @@ import subprocess
 import sys
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample, make_partitioner, partition_of
+from mapreduce.dataflow.sort import partition_and_sort
 
 KEYS = ["the", "a", "zebra", "", "é", ("tuple", 3), 42, -7, 2.5, None, b"raw"]
 
@@ -59,3 +62,27 @@ def test_user_partition_out_of_range_is_reported() -> None:
     partition = make_partitioner(3, partition_fn=lambda key, r: 5)
     with pytest.raises(ValueError, match=r"must be an int in 0\.\.2"):
         partition("k", encode_key("k"))
+
+
+@settings(max_examples=200)
+@given(
+    words=st.lists(st.text(max_size=4), max_size=60),
+    cuts=st.lists(st.text(max_size=3), max_size=5),
+    extra_reducers=st.integers(min_value=0, max_value=2),
+)
+def test_a_map_buffer_is_cut_by_range_as_its_partitioner_says(
+    words: list[str], cuts: list[str], extra_reducers: int
+) -> None:
+    """Sorting the whole buffer and cutting it at the boundaries = partitioning key by key."""
+    boundaries = sorted(encode_key(c) for c in cuts)
+    reducers = len(boundaries) + 1 + extra_reducers
+    partition = make_partitioner(reducers, boundaries=boundaries)
+    buffer = {word: [i] for i, word in enumerate(words)}
+    parts = partition_and_sort(buffer, partition, reducers, None)
+    assert len(parts) == reducers
+    for number, groups in enumerate(parts):
+        assert [kb for kb, _v in groups] == sorted(kb for kb, _v in groups)
+        for key_bytes, values in groups:
+            assert partition(None, key_bytes) == number
+            assert buffer[words[values[0]]] == values
+    assert sum(map(len, parts)) == len(buffer)

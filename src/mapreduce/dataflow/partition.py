@@ -70,12 +70,7 @@ def make_partitioner(
         boundaries: range boundaries (from :func:`boundaries_from_sample`), if any.
     """
     if boundaries is not None:
-        cuts = list(boundaries)
-
-        def by_range(key: Any, key_bytes: bytes) -> int:
-            return bisect.bisect_right(cuts, key_bytes)
-
-        return by_range
+        return RangeCuts(boundaries)
     if partition_fn is not None:
         user_fn = partition_fn
 
@@ -101,3 +96,14 @@ class HashPartitioner:
 
     def __call__(self, key: Any, key_bytes: bytes) -> int:
         return zlib.crc32(key_bytes) % self.num_reducers
+
+
+class RangeCuts:
+    """The partitioner of a :class:`RangePartitioner` job: key ``k`` goes to the
+    number of sampled cuts ``<= k`` (serialised keys compared as bytes)."""
+
+    def __init__(self, cuts: Sequence[bytes]) -> None:
+        self.cuts = list(cuts)
+
+    def __call__(self, key: Any, key_bytes: bytes) -> int:
+        return bisect.bisect_right(self.cuts, key_bytes)

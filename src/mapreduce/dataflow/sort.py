@@ -15,6 +15,7 @@ emission order, never on timing.
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import os
@@ -24,7 +25,7 @@ from operator import itemgetter
 from typing import Any
 
 from mapreduce.dataflow.keys import STR_TAG, decode_key, encode_key
-from mapreduce.dataflow.partition import HashPartitioner, Partitioner
+from mapreduce.dataflow.partition import HashPartitioner, Partitioner, RangeCuts
 from mapreduce.dataflow.records import Group, read_run, write_run
 
 CombineFn = Callable[[Any, Iterable[Any]], Iterable[Any]]
@@ -42,7 +43,8 @@ def partition_and_sort(
 
     The combiner, if any, is applied to each key's values on the way.
     """
-    parts: list[list[Group]] = [[] for _ in range(num_reducers)]
+    by_range = isinstance(partitioner, RangeCuts)
+    parts: list[list[Group]] = [[] for _ in range(1 if by_range else num_reducers)]
     by_hash = isinstance(partitioner, HashPartitioner)
     crc32 = zlib.crc32
     for key, values in buffer.items():
@@ -53,10 +55,22 @@ def partition_and_sort(
             key_bytes = encode_key(key)
         if combine_fn is not None and len(values) > 1:
             values = list(combine_fn(key, iter(values)))
-        part = crc32(key_bytes) % num_reducers if by_hash else partitioner(key, key_bytes)
+        if by_range:  # cut after sorting, below
+            part = 0
+        elif by_hash:
+            part = crc32(key_bytes) % num_reducers
+        else:
+            part = partitioner(key, key_bytes)
         parts[part].append((key_bytes, values))
     for groups in parts:
         groups.sort(key=_first)
+    if by_range:  # in key order, partition i ends where the keys reach cut i
+        assert isinstance(partitioner, RangeCuts)
+        (groups,) = parts
+        ordered = list(map(_first, groups))
+        bounds = [0, *(bisect.bisect_left(ordered, cut) for cut in partitioner.cuts)]
+        bounds += [len(groups)] * (num_reducers + 1 - len(bounds))
+        parts = [groups[start:stop] for start, stop in itertools.pairwise(bounds)]
     return parts
 
 
