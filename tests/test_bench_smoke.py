@@ -22,6 +22,7 @@ BENCH = REPO / "bench" / "wordcount.py"
 GREP = REPO / "bench" / "grep.py"
 SORT = REPO / "bench" / "sort.py"
 STARTUP = REPO / "bench" / "startup.py"
+MEMORY = REPO / "bench" / "memory.py"
 GEN_CORPUS = SHARED / "bench" / "gen_corpus.py"
 GEN_RECORDS = SHARED / "bench" / "gen_records.py"
 
@@ -138,3 +139,22 @@ def test_master_simulation_quick() -> None:
     assert "final state succeeded" in result.stdout
     assert re.search(r"scheduling decisions: [\d,]+ in", result.stdout)
     assert "died mid-job" in result.stdout
+
+
+def test_memory_bench_quick(tmp_path: Path) -> None:
+    """Tiny budget: map tasks spill, reduce tasks merge, and both outputs check out."""
+    if not (GEN_CORPUS.is_file() and GEN_RECORDS.is_file()):
+        pytest.fail(
+            f"generators missing in {SHARED / 'bench'} (the shared/ folder beside the repo)"
+        )
+    out = run_bench(MEMORY, tmp_path)
+    for name in ("wordcount", "sort"):
+        assert has_line(
+            rf"{name} +wall +\d+\.\d+ s  cpu +\d+\.\d+ s  peak +\d+\.\d+ MiB  = {NUMBER} the 4 "
+            r"MiB budget \(target < 2x\): (PASS|FAIL)",
+            out,
+        ), name
+        spills = re.search(rf"^{name} .*\n +map tasks \d+, map spills (\d+),", out, re.MULTILINE)
+        assert spills is not None and int(spills.group(1)) > 0, name
+    assert has_line(r" +output: [\d,]+ words \([\d,]+ distinct\) = wc -w of the corpus", out)
+    assert has_line(r" +output: 100,000 records, in key order, the same as the input's", out)
