@@ -12,11 +12,11 @@ One command, standard library only.  It
    256, the default budget of a task's buffer), ``--workers W`` (2) and
    ``--reducers R`` (4), and ``--split-size`` if given (say ``512M`` with
    ``--sort-files 4``: map tasks of 500 MB, whose buffers must spill);
-3. checks each output against the input without mapreduce: word count, no word
-   written twice and the counts summing to the corpus's words as ``wc -w``
-   counts them; sort, as many lines as records, keys in order through the part
-   files, and the same records (an order-free sum of CRC-32s of the lines,
-   TAB after the key removed);
+3. checks each output against the input without mapreduce: ``_SUCCESS``; word
+   count, no word written twice and the counts summing to the corpus's words
+   as ``wc -w`` counts them; sort, as many lines as records, keys in order
+   through the part files, and the same records (an order-free sum of CRC-32s
+   of the lines, TAB after the key removed);
 4. prints for each run its wall and CPU seconds, the peak RSS of its largest
    single process (the tasks, the workers, their fork servers and the master in
    the ``run`` process included, see ``bench/measuring.py``), that peak over the
@@ -170,6 +170,8 @@ def run_job(
         argv += ["--split-size", str(args.split_size)]
     print(f"running   {' '.join(argv[len(mapreduce) :])}", flush=True)
     sample = measure(argv, log, env)
+    if not (output / "_SUCCESS").is_file():
+        raise BenchError(f"{output}: no _SUCCESS")
     try:
         summary = json.loads((output / "_summary.json").read_text(encoding="utf-8"))
         system: dict[str, object] = summary["system"]

@@ -19,6 +19,7 @@ import contextlib
 import dataclasses
 import functools
 import gc
+import inspect
 import itertools
 import json
 import operator
@@ -328,15 +329,17 @@ _not_none = functools.partial(operator.is_not, None)
 
 
 def _emitted(
-    map_fn: Callable[[Any, Any], Any], keys: list[Any], values: list[Any]
+    map_fn: Callable[[Any, Any], Any], keys: list[Any], values: list[Any], generator: bool
 ) -> Iterator[Any]:
     """Every pair ``map`` emits for these records, in order.
 
     The records are handed to ``map`` and its results iterated by C code
     (``map``, ``filter``, ``chain``), so the only Python code that runs per
-    record is the user's.
+    record is the user's.  A ``map`` that is a ``generator`` function never
+    returns None, so its results need no filter.
     """
-    return itertools.chain.from_iterable(filter(_not_none, map(map_fn, keys, values)))
+    results = map(map_fn, keys, values)
+    return itertools.chain.from_iterable(results if generator else filter(_not_none, results))
 
 
 def _failing_record(
@@ -401,6 +404,7 @@ def run_map_task(
     )
     buffers = _MapBuffer(job, plan, workdir)
     map_fn = job.map_fn
+    generator = inspect.isgeneratorfunction(map_fn)
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
     records = 0
     next_check = _MIN_CHECK
@@ -414,7 +418,7 @@ def run_map_task(
                     stop = min(size, start + max(1, min(_CHUNK, next_check - records)))
                     chunk_keys, chunk_values = keys[start:stop], values[start:stop]
                     try:
-                        for k, v in _emitted(map_fn, chunk_keys, chunk_values):
+                        for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
                             buffer[k].append(v)
                     except (TaskError, KeyboardInterrupt, OSError):
                         raise
