@@ -24,6 +24,7 @@ after the child and adds up their resource usage.
 from __future__ import annotations
 
 import argparse
+import compileall
 import contextlib
 import ctypes
 import os
@@ -170,7 +171,13 @@ def measure(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
 
 
 def mapreduce_command() -> tuple[list[str], dict[str, str]]:
-    """``mapreduce`` (the script beside this interpreter, else ``python -m``) on this checkout."""
+    """``mapreduce`` (the script beside this interpreter, else ``python -m``) on this checkout.
+
+    The checkout's sources are compiled to ``__pycache__`` first, as a first run
+    leaves them: with ``PYTHONDONTWRITEBYTECODE`` set (some sandboxes and CI do)
+    every process of every run would compile them again (about 0.04 s each).
+    """
+    compileall.compile_dir(str(REPO / "src"), quiet=1)
     env = dict(os.environ)
     src = str(REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))
