@@ -37,6 +37,10 @@ class OutputExistsError(MapReduceError):
     """The output directory exists and ``--overwrite`` was not given."""
 
 
+class OutputBusyError(MapReduceError):
+    """Another running job (of another process) is writing the same output directory."""
+
+
 class KeyTypeError(MapReduceError, TypeError):
     """An intermediate key is of a type that cannot be serialised in sort order."""
 

@@ -12,17 +12,25 @@ A job's output is built in a hidden *staging* directory beside the output
 A job that fails, or a process that dies, leaves the output directory as it
 was (absent, or the previous output under ``--overwrite``); only a hidden
 staging directory may remain, which the next run of the same output removes.
+
+While a job runs, the process that commits it holds an exclusive ``flock`` on
+``.NAME.staging-JOBID.lock`` beside its staging directory (the kernel lets go
+of it when the process dies).  A staging directory whose lock nobody holds is
+a leftover; one whose lock is held belongs to a job that is running in another
+process, and a new job for the same output is refused instead of destroying it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import glob
 import json
 import os
 import shutil
 from typing import Any
 
-from mapreduce.errors import OutputExistsError, UsageError
+from mapreduce.errors import OutputBusyError, OutputExistsError, UsageError
 
 SUCCESS_MARKER = "_SUCCESS"
 SUMMARY_FILE = "_summary.json"
@@ -59,6 +67,7 @@ class OutputCommitter:
         self.staging = os.path.join(parent, f".{name}.staging-{job_id}")
         self.trash = os.path.join(parent, f".{name}.replaced-{job_id}")
         self.temporary = os.path.join(self.staging, "_temporary")
+        self._lock_fd: int | None = None
 
     def check(self) -> None:
         """Refuse an output that exists (without ``--overwrite``) or is not a directory.
@@ -77,12 +86,39 @@ class OutputCommitter:
                 )
 
     def prepare(self) -> None:
-        """Check the output and create an empty staging directory."""
+        """Check the output, remove leftover staging directories, create an empty one.
+
+        Raises:
+            OutputBusyError: a job of another process is writing the same output.
+        """
         self.check()
         os.makedirs(self.parent, exist_ok=True)
-        for stale in glob.glob(os.path.join(glob.escape(self.parent), f".{self.name}.staging-*")):
-            shutil.rmtree(stale, ignore_errors=True)
-        os.makedirs(self.temporary)
+        self._lock_fd = _try_lock(self.staging + _LOCK_SUFFIX)
+        assert self._lock_fd is not None  # a new job id: nobody else has this lock
+        try:
+            # Every other job's lock file is made before it looks here, so of two jobs
+            # that start at once, at least one sees the other.
+            pattern = os.path.join(glob.escape(self.parent), f".{self.name}.staging-*")
+            others = {path.removesuffix(_LOCK_SUFFIX) for path in glob.glob(pattern)}
+            for other in sorted(others - {self.staging}):
+                lock = _try_lock(other + _LOCK_SUFFIX)
+                if lock is None:
+                    raise OutputBusyError(
+                        f"--output {self.output} is being written by another running job "
+                        f"(its staging directory {other} is in use)"
+                    )
+                shutil.rmtree(other, ignore_errors=True)  # a leftover of a dead job
+                _unlock(other + _LOCK_SUFFIX, lock)
+            os.makedirs(self.temporary)
+        except BaseException:
+            self._release()
+            raise
+
+    def _release(self) -> None:
+        """Let go of the staging directory's lock (the job is over)."""
+        if self._lock_fd is not None:
+            _unlock(self.staging + _LOCK_SUFFIX, self._lock_fd)
+            self._lock_fd = None
 
     def attempt_path(self, partition: int, attempt: int) -> str:
         """Where reduce attempt ``attempt`` of ``partition`` writes its output."""
@@ -98,6 +134,12 @@ class OutputCommitter:
 
     def commit_job(self, summary: dict[str, Any]) -> None:
         """Write the summary and ``_SUCCESS``, then publish the output directory."""
+        try:
+            self._publish(summary)
+        finally:
+            self._release()
+
+    def _publish(self, summary: dict[str, Any]) -> None:
         shutil.rmtree(self.temporary, ignore_errors=True)
         summary_path = os.path.join(self.staging, SUMMARY_FILE)
         with open(summary_path, "w", encoding="utf-8") as f:
@@ -130,3 +172,28 @@ class OutputCommitter:
     def abort(self) -> None:
         """Remove everything staged; the output directory is left as it was."""
         shutil.rmtree(self.staging, ignore_errors=True)
+        self._release()
+
+
+_LOCK_SUFFIX = ".lock"
+
+
+def _try_lock(path: str) -> int | None:
+    """An open descriptor of ``path`` holding its exclusive lock, or None if another holds it."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _unlock(path: str, fd: int) -> None:
+    """Remove the lock file ``path`` (while still holding it), then let go of it."""
+    with contextlib.suppress(FileNotFoundError):
+        os.remove(path)
+    os.close(fd)
