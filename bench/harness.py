@@ -36,11 +36,18 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from measuring import REPO, BenchError, Sample, mapreduce_command, measure
+from measuring import (
+    REPO,
+    BenchError,
+    Sample,
+    add_work_dir_argument,
+    mapreduce_command,
+    measure,
+    work_dir_outside_repository,
+)
 
 SHARED_BENCH = REPO.parent / "shared" / "bench"
 BASELINES = REPO / "bench" / "baselines.py"
-DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "mapreduce-bench"
 SEED = 42
 MARKER = "_COMPLETE.json"  # mapreduce skips input names starting with "_"
 MIN_MAP_TASKS = 8  # the automatic split size aims at max(this, 2 x workers) map tasks
@@ -408,12 +415,7 @@ def add_common_arguments(
         f"the largest that gives max({MIN_MAP_TASKS}, 2 x the most workers) map tasks)",
     )
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke test")
-    parser.add_argument(
-        "--work-dir",
-        type=Path,
-        default=DEFAULT_WORK_DIR,
-        help=f"where the input and outputs go, outside the repository ({DEFAULT_WORK_DIR})",
-    )
+    add_work_dir_argument(parser, "the input and outputs")
 
 
 def finish_arguments(
@@ -431,8 +433,5 @@ def finish_arguments(
     if any(n < 1 for n in args.workers):
         parser.error("--workers must be at least 1")
     args.workers = sorted(set(args.workers))
-    work_dir = args.work_dir.resolve()
-    if work_dir == REPO or REPO in work_dir.parents:
-        parser.error(f"--work-dir {work_dir} is inside the repository; use a directory outside")
-    args.work_dir = work_dir
+    args.work_dir = work_dir_outside_repository(parser, args.work_dir)
     return args

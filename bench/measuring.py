@@ -33,12 +33,14 @@ import shlex
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
+DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "mapreduce-bench"
 
 PR_SET_CHILD_SUBREAPER = 36  # <linux/prctl.h>
 
@@ -168,6 +170,24 @@ def measure(argv: Sequence[str], log: Path, env: Mapping[str, str] | None = None
         start_time=start_time,
         orphans=orphans,
     )
+
+
+def add_work_dir_argument(parser: argparse.ArgumentParser, what: str) -> None:
+    """``--work-dir``: where ``what`` goes (checked by :func:`work_dir_outside_repository`)."""
+    parser.add_argument(
+        "--work-dir",
+        type=Path,
+        default=DEFAULT_WORK_DIR,
+        help=f"where {what} go, outside the repository ({DEFAULT_WORK_DIR})",
+    )
+
+
+def work_dir_outside_repository(parser: argparse.ArgumentParser, work_dir: Path) -> Path:
+    """``work_dir`` made absolute; a usage error if it is inside this repository."""
+    work_dir = work_dir.resolve()
+    if work_dir == REPO or REPO in work_dir.parents:
+        parser.error(f"--work-dir {work_dir} is inside the repository; use a directory outside")
+    return work_dir
 
 
 def mapreduce_command() -> tuple[list[str], dict[str, str]]:

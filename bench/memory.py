@@ -49,7 +49,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from harness import (
-    DEFAULT_WORK_DIR,
     Dataset,
     ensure_corpus,
     ensure_dataset,
@@ -61,11 +60,13 @@ from measuring import (
     REPO,
     BenchError,
     Sample,
+    add_work_dir_argument,
     enable_subreaper,
     mapreduce_command,
     measure,
     own_peak_bytes,
     run_main,
+    work_dir_outside_repository,
 )
 
 WORDCOUNT_JOB = REPO / "bench" / "jobs" / "wordcount_split.py"
@@ -255,12 +256,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--split-size", type=parse_size, default=0, metavar="SIZE", help="mapreduce --split-size"
     )
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke test")
-    parser.add_argument(
-        "--work-dir",
-        type=Path,
-        default=DEFAULT_WORK_DIR,
-        help=f"where the inputs and outputs go, outside the repository ({DEFAULT_WORK_DIR})",
-    )
+    add_work_dir_argument(parser, "the inputs and outputs")
     args = parser.parse_args(argv)
     for name, value in {**DEFAULTS, "memory_mb": 256, **(QUICK if args.quick else {})}.items():
         if getattr(args, name) is None:
@@ -269,10 +265,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         parser.error("--wc-mb, --wc-files, --sort-records and --sort-files must be positive")
     if min(args.memory_mb, args.workers, args.reducers) < 1:
         parser.error("--memory-mb, --workers and --reducers must be at least 1")
-    work_dir = args.work_dir.resolve()
-    if work_dir == REPO or REPO in work_dir.parents:
-        parser.error(f"--work-dir {work_dir} is inside the repository; use a directory outside")
-    args.work_dir = work_dir
+    args.work_dir = work_dir_outside_repository(parser, args.work_dir)
     return args
 
 

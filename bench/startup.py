@@ -62,14 +62,15 @@ from measuring import (
     REPO,
     BenchError,
     Sample,
+    add_work_dir_argument,
     enable_subreaper,
     mapreduce_command,
     measure,
     run_main,
+    work_dir_outside_repository,
 )
 
 JOB = REPO / "bench" / "jobs" / "first_task_probe.py"
-DEFAULT_WORK_DIR = Path(tempfile.gettempdir()) / "mapreduce-bench"
 DEFAULT_REPEAT = 5
 QUICK_REPEAT = 2
 DEFAULT_WORKERS = (1, 2)
@@ -208,22 +209,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--quick", action="store_true", help=f"a smoke test: {QUICK_REPEAT} runs of each"
     )
-    parser.add_argument(
-        "--work-dir",
-        type=Path,
-        default=DEFAULT_WORK_DIR,
-        help=f"where the input and outputs go, outside the repository ({DEFAULT_WORK_DIR})",
-    )
+    add_work_dir_argument(parser, "the input and outputs")
     args = parser.parse_args(argv)
     if args.repeat is None:
         args.repeat = QUICK_REPEAT if args.quick else DEFAULT_REPEAT
     if args.repeat < 1 or args.kb <= 0 or any(n < 1 for n in args.workers):
         parser.error("--repeat and --workers must be at least 1, --kb positive")
     args.workers = sorted(set(args.workers))
-    work_dir = args.work_dir.resolve()
-    if work_dir == REPO or REPO in work_dir.parents:
-        parser.error(f"--work-dir {work_dir} is inside the repository; use a directory outside")
-    args.work_dir = work_dir
+    args.work_dir = work_dir_outside_repository(parser, args.work_dir)
     return args
 
 
