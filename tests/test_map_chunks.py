@@ -3,22 +3,31 @@
 from __future__ import annotations
 
 import gc
+import itertools
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
 
 from mapreduce.dataflow.records import read_run
-from mapreduce.dataflow.runner import JobPlan, RecordFailure, TaskError, run_map_task
+from mapreduce.dataflow.runner import (
+    JobPlan,
+    RecordFailure,
+    TaskError,
+    run_map_task,
+    run_reduce_task,
+)
 from mapreduce.dataflow.splits import InputSplit
 
 
 def _job(tmp_path: Path, map_source: str, name: str = "job.py") -> str:
+    """A job file of ``map_source`` (and a summing ``reduce`` unless it has its own)."""
+    source = textwrap.dedent(map_source)
+    if "def reduce(" not in source:
+        source += "\n\ndef reduce(key, values):\n    yield sum(values)\n"
     path = tmp_path / name
-    path.write_text(
-        textwrap.dedent(map_source) + "\n\ndef reduce(key, values):\n    yield sum(values)\n",
-        encoding="utf-8",
-    )
+    path.write_text(source, encoding="utf-8")
     return str(path)
 
 
@@ -140,3 +149,43 @@ def test_cycles_made_by_map_are_collected_during_the_task(tmp_path: Path) -> Non
     groups, records = _run(tmp_path, job, ["x"] * 150_000 + ["last"])
     assert len(groups["made"]) == records
     assert groups["freed"][0] > 100_000
+
+
+def test_slow_user_code_still_reports_progress_often(tmp_path: Path) -> None:
+    """Chunks shrink to what takes about half a second, so a task timeout sees progress."""
+    job = _job(
+        tmp_path,
+        """
+        import time
+
+        def map(key, line):
+            time.sleep(0.004)
+            yield line, 1
+
+        def reduce(key, values):
+            time.sleep(0.004)
+            yield sum(values)
+        """,
+        "slow.py",
+    )
+    data = tmp_path / "in.txt"
+    data.write_text("".join(f"w{i}\n" for i in range(250)))
+    work = tmp_path / "work"
+    work.mkdir()
+    plan = JobPlan("job-1", job, "lines", 1)
+    stamps: list[float] = []
+    split = InputSplit(str(data), 0, data.stat().st_size)
+    result = run_map_task(
+        plan, 0, split, str(work), progress=lambda: stamps.append(time.monotonic())
+    )
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert result.input_records == 250 and len(stamps) >= 4
+    assert max(gaps) < 0.9, gaps
+    stamps.clear()
+    out = tmp_path / "out.txt"
+    run_reduce_task(
+        plan, 0, list(result.outputs), str(out), progress=lambda: stamps.append(time.monotonic())
+    )
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
+    assert len(out.read_text().splitlines()) == 250 and len(stamps) >= 4
+    assert max(gaps) < 0.9, gaps

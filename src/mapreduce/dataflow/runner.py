@@ -59,6 +59,10 @@ _MAX_CHECK = 65536
 _YOUNG_OBJECTS = 200_000
 #: The most records mapped between two progress reports (and checks of the buffer).
 _CHUNK = 1024
+#: The most keys reduced between two progress reports.
+_KEYS_PER_REPORT = 256
+#: Progress reports are this many seconds apart at most, unless one record or key takes longer.
+_REPORT_SECONDS = 0.5
 #: Output lines a reduce task writes at once.
 _LINES_PER_WRITE = 4096
 _STR_TAG_BYTE = STR_TAG[0]
@@ -342,6 +346,30 @@ def _emitted(
     return itertools.chain.from_iterable(results if generator else filter(_not_none, results))
 
 
+class _Pacer:
+    """How many records (or keys) to handle before the next progress report.
+
+    Starts at one and doubles while reports come quickly, up to ``most``; halves
+    when one took longer than :data:`_REPORT_SECONDS`.  Slow user code thus
+    still reports often enough for a task timeout, fast code rarely.
+    """
+
+    def __init__(self, most: int) -> None:
+        self.most = most
+        self.size = 1
+        self._last = time.monotonic()
+
+    def reported(self) -> int:
+        """Call after a report: the number of items until the next one."""
+        now = time.monotonic()
+        took, self._last = now - self._last, now
+        if took > _REPORT_SECONDS:
+            self.size = max(1, self.size // 2)
+        elif took < _REPORT_SECONDS / 8:
+            self.size = min(self.most, self.size * 2)
+        return self.size
+
+
 def _failing_record(
     map_fn: Callable[[Any, Any], Any],
     split: InputSplit,
@@ -388,8 +416,9 @@ def run_map_task(
     """Run one attempt of map task ``index`` over ``split``.
 
     Writes ``workdir/part-NNNNN.run`` for each of the R partitions (``workdir``
-    must exist and be private to this attempt).  ``progress`` is called every
-    1,024 records at most, so a supervisor can tell a slow task from a stuck one.
+    must exist and be private to this attempt).  ``progress`` is called at least
+    every :data:`_REPORT_SECONDS` (unless one record takes longer) and at most
+    every 1,024 records, so a supervisor can tell a slow task from a stuck one.
 
     Raises:
         RecordFailure: ``map`` raised on a record, or a record could not be decoded.
@@ -408,6 +437,8 @@ def run_map_task(
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
     records = 0
     next_check = _MIN_CHECK
+    pacer = _Pacer(_CHUNK)
+    chunk = pacer.size
     with context.activated(task, plan.params, counters), _collector_paused():
         _setup(job)
         try:
@@ -415,7 +446,7 @@ def run_map_task(
                 start, size = 0, len(keys)
                 while start < size:
                     # a chunk ends where the buffer's size is due to be checked
-                    stop = min(size, start + max(1, min(_CHUNK, next_check - records)))
+                    stop = min(size, start + max(1, min(chunk, next_check - records)))
                     chunk_keys, chunk_values = keys[start:stop], values[start:stop]
                     try:
                         for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
@@ -430,6 +461,7 @@ def run_map_task(
                     start = stop
                     if progress is not None:
                         progress()
+                    chunk = pacer.reported()
                     if records >= next_check:
                         spilled, next_check = buffers.check(buffer, records)
                         if spilled:
@@ -521,11 +553,14 @@ def run_reduce_task(
             else:
                 groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
             pending: list[str] = []  # output lines, written a batch at a time
-            keys = 0
+            pacer = _Pacer(_KEYS_PER_REPORT)
+            keys, report_at = 0, 1
             for key_bytes, values in groups:
                 keys += 1
-                if progress is not None and not keys & 255:
-                    progress()
+                if keys >= report_at:
+                    if progress is not None:
+                        progress()
+                    report_at = keys + pacer.reported()
                 if skip and key_bytes in skip:
                     continue
                 # str keys and values, the common case, inline (see decode_key, format_field)
