@@ -126,18 +126,28 @@ def test_startup_bench_quick(tmp_path: Path) -> None:
     assert not list(tmp_path.iterdir())
 
 
-def test_master_simulation_quick() -> None:
-    """The pure master schedules a simulated job with failing workers to the end."""
+def test_master_simulation_quick(tmp_path: Path) -> None:
+    """The master schedules a simulated job with failing workers to the end, journal on and off,
+    and a new master recovers the journal to the same state."""
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "master_sim.py"), "--quick"],
+        [
+            sys.executable,
+            str(REPO / "bench" / "master_sim.py"),
+            "--quick",
+            "--work-dir",
+            str(tmp_path),
+        ],
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "final state succeeded" in result.stdout
+    assert "final state committing" in result.stdout
     assert re.search(r"scheduling decisions: [\d,]+ in", result.stdout)
+    assert re.search(r"with the journal on disk: [\d,]+ decisions", result.stdout)
+    assert "the job's state after recovery: committing" in result.stdout
+    assert not list(tmp_path.iterdir())
     assert "died mid-job" in result.stdout
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from mapreduce.dataflow.commit import OutputCommitter
-from mapreduce.errors import OutputBusyError
+from mapreduce.errors import OutputBusyError, OutputError
 
 _HOLDER = """
 import sys, time
@@ -49,7 +49,7 @@ def test_a_job_running_in_another_process_is_refused_not_destroyed(tmp_path: Pat
     assert _hidden(tmp_path) == [".out.staging-job-b", ".out.staging-job-b.lock"]
     Path(second.attempt_path(0, 0)).write_text("x\n")
     second.commit_task(0, 0)
-    second.commit_job({"job": "b"})
+    second.commit_job({"job": "b"}, 1)
     assert _hidden(tmp_path) == []
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_summary.json", "part-00000"]
 
@@ -64,10 +64,10 @@ def test_commit_and_abort_let_go_of_the_output(tmp_path: Path) -> None:
     assert _hidden(tmp_path) == []
     second = OutputCommitter(str(out), "job-2")
     second.prepare()
-    second.commit_job({})
+    second.commit_job({}, 0)
     third = OutputCommitter(str(out), "job-3", overwrite=True)
     third.prepare()
-    third.commit_job({})
+    third.commit_job({}, 0)
     assert _hidden(tmp_path) == []
     assert sorted(os.listdir(out)) == ["_SUCCESS", "_summary.json"]
 
@@ -79,3 +79,31 @@ def test_a_leftover_lock_file_alone_is_removed(tmp_path: Path) -> None:
     committer.prepare()
     assert _hidden(tmp_path) == [".out.staging-job-new", ".out.staging-job-new.lock"]
     committer.abort()
+
+
+def test_a_restarted_master_resumes_staging_and_commits_once(tmp_path: Path) -> None:
+    """After a master restart: committed parts are kept, a missing part refuses the commit,
+    and committing a job whose output was already published does nothing."""
+    out = tmp_path / "out"
+    first = OutputCommitter(str(out), "job-1")
+    first.prepare()
+    Path(first.attempt_path(0, 0)).write_text("zero\n")
+    first.commit_task(0, 0)
+    first._release()  # the master process died: the kernel lets go of its lock
+    again = OutputCommitter(str(out), "job-1")
+    again.resume()
+    with pytest.raises(OutputError, match="part-00001"):
+        again.commit_job({"job_id": "job-1"}, 2)
+    assert not out.exists()
+    again.resume()
+    Path(again.attempt_path(1, 3)).write_text("one\n")
+    again.commit_task(1, 3)
+    again.commit_job({"job_id": "job-1"}, 2)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "_summary.json", "part-00000", "part-00001"]
+    # the master died after publishing, before it recorded the commit: committing again is a no-op
+    third = OutputCommitter(str(out), "job-1")
+    third.resume()
+    assert third.committed()
+    third.commit_job({"job_id": "job-1"}, 2)
+    assert (out / "part-00000").read_text() == "zero\n"
+    assert _hidden(tmp_path) == []

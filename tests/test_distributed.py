@@ -25,6 +25,7 @@ from mapreduce.core.master import JobState, MasterConfig
 from mapreduce.core.tasks import AttemptState
 from mapreduce.errors import JobFailedError, UsageError
 from mapreduce.planning import JobOptions
+from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 from tests.conftest import EXAMPLES, JOBS, REPO, read_output, run_cli
@@ -96,7 +97,7 @@ def test_workers_sigkilled_at_random_still_give_identical_output(
         workers = [cluster.start_worker(i) for i in range(3)]
         stub = client.connect(cluster.address)
         request = client.build_submission(
-            options(job, gutenberg, out, 4, split_size=64 << 10), backup_tasks=True
+            options(job, gutenberg, out, 4, split_size=64 << 10, backup_tasks=True)
         )
         job_id = client.submit(stub, request)
         stop = threading.Event()
@@ -301,7 +302,9 @@ def test_malformed_and_unknown_requests_get_error_statuses() -> None:
             stub.GetJobStatus(pb.GetJobStatusRequest(job_id="nope"), timeout=10)
         assert info.value.code() == grpc.StatusCode.NOT_FOUND
         with pytest.raises(grpc.RpcError) as info:
-            stub.RegisterWorker(pb.RegisterWorkerRequest(protocol_version=1), timeout=10)
+            stub.RegisterWorker(
+                pb.RegisterWorkerRequest(protocol_version=convert.PROTOCOL_VERSION), timeout=10
+            )
         assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         with pytest.raises(grpc.RpcError) as info:
             stub.RegisterWorker(pb.RegisterWorkerRequest(protocol_version=99), timeout=10)
@@ -335,7 +338,7 @@ def test_failed_embedded_job_raises(tmp_path: Path) -> None:
     with EmbeddedCluster(1, FAST) as cluster:
         stub = client.connect(cluster.address)
         request = client.build_submission(
-            options(JOBS / "poison.py", inp, tmp_path / "o", 1), max_attempts=1
+            options(JOBS / "poison.py", inp, tmp_path / "o", 1, max_attempts=1)
         )
         job_id = client.submit(stub, request)
         with pytest.raises(JobFailedError, match="failed 1 times"):
@@ -547,7 +550,7 @@ def test_cancel_stops_a_running_job_and_leaves_no_output(tmp_path: Path) -> None
     with EmbeddedCluster(1, FAST) as cluster:
         stub = client.connect(cluster.address)
         request = client.build_submission(
-            options(JOBS / "straggler.py", inp, out, 1), backup_tasks=False
+            options(JOBS / "straggler.py", inp, out, 1, backup_tasks=False)
         )
         job_id = client.submit(stub, request)
         time.sleep(1)  # the map attempt is sleeping in the worker

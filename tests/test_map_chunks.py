@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from mapreduce.core.spec import JobSpec
 from mapreduce.dataflow.records import read_run
 from mapreduce.dataflow.runner import (
-    JobPlan,
     RecordFailure,
     TaskError,
     run_map_task,
@@ -36,8 +36,8 @@ def _run(tmp_path: Path, job: str, lines: list[str]) -> tuple[dict[str, list[int
     data.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
     work = tmp_path / "work"
     work.mkdir(exist_ok=True)
-    plan = JobPlan("job-1", job, "lines", 1, use_combiner=False)
-    result = run_map_task(plan, 0, InputSplit(str(data), 0, data.stat().st_size), str(work))
+    plan = JobSpec("job-1", "job.py", use_combiner=False)
+    result = run_map_task(plan, job, 0, InputSplit(str(data), 0, data.stat().st_size), str(work))
     groups = dict(read_run(result.outputs[0]))
     return {key.decode()[1:]: values for key, values in groups.items()}, result.input_records
 
@@ -172,11 +172,11 @@ def test_slow_user_code_still_reports_progress_often(tmp_path: Path) -> None:
     data.write_text("".join(f"w{i}\n" for i in range(250)))
     work = tmp_path / "work"
     work.mkdir()
-    plan = JobPlan("job-1", job, "lines", 1)
+    plan = JobSpec("job-1", "job.py")
     stamps: list[float] = []
     split = InputSplit(str(data), 0, data.stat().st_size)
     result = run_map_task(
-        plan, 0, split, str(work), progress=lambda: stamps.append(time.monotonic())
+        plan, job, 0, split, str(work), progress=lambda: stamps.append(time.monotonic())
     )
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert result.input_records == 250 and len(stamps) >= 4
@@ -184,7 +184,12 @@ def test_slow_user_code_still_reports_progress_often(tmp_path: Path) -> None:
     stamps.clear()
     out = tmp_path / "out.txt"
     run_reduce_task(
-        plan, 0, list(result.outputs), str(out), progress=lambda: stamps.append(time.monotonic())
+        plan,
+        job,
+        0,
+        list(result.outputs),
+        str(out),
+        progress=lambda: stamps.append(time.monotonic()),
     )
     gaps = [b - a for a, b in itertools.pairwise(stamps)]
     assert len(out.read_text().splitlines()) == 250 and len(stamps) >= 4

@@ -16,29 +16,52 @@ from hypothesis import strategies as st
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
 from mapreduce.core.invariants import validate
-from mapreduce.core.master import JobState, MasterConfig, MasterState
-from mapreduce.core.tasks import AttemptState, TaskKind, TaskState
+from mapreduce.core.liveness import Liveness
+from mapreduce.core.master import JobState, MapOutputEntry, MasterConfig, MasterState
+from mapreduce.core.spec import InputSplit, JobSpec
+from mapreduce.core.tasks import AttemptState, TaskKind, TaskState, TaskStats
 
 MAP, REDUCE = TaskKind.MAP, TaskKind.REDUCE
 
 
+def make_spec(job: str = "j", maps: int = 2, reduces: int = 1, **kw: object) -> JobSpec:
+    splits = tuple(InputSplit(f"/in/{i}", 0, 100) for i in range(maps))
+    return JobSpec(job, "job.py", num_reducers=reduces, output=f"/out/{job}", splits=splits, **kw)  # type: ignore[arg-type]
+
+
 class Cluster:
-    """Drives a MasterState with terse helpers; validates after every event."""
+    """Drives a MasterState (and its Liveness) as the master's shell does; validates always.
+
+    Every durable event is also kept in ``durable``, in order, as the journal would.
+    """
 
     def __init__(self, **config: float) -> None:
         self.master = MasterState(MasterConfig(**config))  # type: ignore[arg-type]
+        self.liveness = Liveness(0.0)
         self.now = 0.0
         self.incarnations: dict[str, str] = {}
         self.actions: list[act.Action] = []
+        self.durable: list[ev.Event] = []
 
     def send(self, event: ev.Event) -> list[act.Action]:
         out = self.master.handle(event)
         validate(self.master)
         self.actions.extend(out)
+        if isinstance(event, ev.DURABLE) and (
+            not isinstance(event, ev.TaskRequested)
+            or any(isinstance(a, act.AssignTask) for a in out)
+        ):
+            self.durable.append(event)
+        worker = getattr(event, "worker_id", None)
+        if worker is not None and self.master.is_current(worker, event.incarnation):  # type: ignore[union-attr]
+            self.liveness.heard_from(worker, event.incarnation, event.now)  # type: ignore[union-attr]
+        if isinstance(event, ev.HeartbeatReceived):
+            for ref in event.progressed:
+                self.liveness.progressed(ref, event.now)
         return out
 
     def submit(self, job: str = "j", maps: int = 2, reduces: int = 1, **kw: object) -> None:
-        self.send(ev.JobSubmitted(self.now, job, maps, reduces, **kw))  # type: ignore[arg-type]
+        self.send(ev.JobSubmitted(self.now, make_spec(job, maps, reduces, **kw)))
 
     def register(self, worker: str, incarnation: str | None = None, slots: int = 1) -> None:
         inc = incarnation or f"{worker}-inc{len(self.incarnations)}"
@@ -56,12 +79,24 @@ class Cluster:
         inc = self.incarnations[a.worker_id]
         if a.kind is MAP:
             return self.send(
-                ev.MapTaskSucceeded(self.now, a.worker_id, inc, self.ref(a), 10, counters or {})
+                ev.MapTaskSucceeded(
+                    self.now,
+                    a.worker_id,
+                    inc,
+                    self.ref(a),
+                    TaskStats(output_bytes=10, counters=counters or {}),
+                )
             )
         out = self.send(ev.ReduceCommitRequested(self.now, a.worker_id, inc, self.ref(a)))
         if any(isinstance(x, act.GrantCommit) for x in out):
             out += self.send(
-                ev.ReduceTaskSucceeded(self.now, a.worker_id, inc, self.ref(a), 5, counters or {})
+                ev.ReduceTaskSucceeded(
+                    self.now,
+                    a.worker_id,
+                    inc,
+                    self.ref(a),
+                    TaskStats(output_bytes=5, counters=counters or {}),
+                )
             )
         return out
 
@@ -72,8 +107,16 @@ class Cluster:
         )
 
     def tick(self, dt: float) -> list[act.Action]:
+        """Time passes: liveness turns silent workers and stalled attempts into events."""
         self.now += dt
-        return self.send(ev.Tick(self.now))
+        out = self.send(ev.Tick(self.now))
+        for event in self.liveness.expired(self.master, self.now):
+            out += self.send(event)
+        return out
+
+    def commit(self, job: str = "j") -> None:
+        """The shell committed the job's output."""
+        self.send(ev.JobCommitted(self.now, job))
 
     def heartbeat(self, worker: str, running: tuple[ev.AttemptRef, ...] = ()) -> list[act.Action]:
         return self.send(ev.HeartbeatReceived(self.now, worker, self.incarnations[worker], running))
@@ -102,9 +145,14 @@ def test_happy_path_maps_then_reduces() -> None:
     (r1,) = c.request("w2")
     c.finish(r0)
     out = c.finish(r1)
-    assert act.JobSucceeded("j") in out
+    assert act.CommitJob("j") in out
+    assert c.job() is JobState.COMMITTING
+    c.commit()
     assert c.job() is JobState.SUCCEEDED
-    assert c.master.map_locations("j") == [(0, 0, "w1:1"), (1, 0, "w2:1")]
+    assert c.master.jobs["j"].output_log == [
+        MapOutputEntry(0, 0, "w1:1", False),
+        MapOutputEntry(1, 0, "w2:1", False),
+    ]
 
 
 def test_dead_worker_in_progress_and_completed_maps_rerun() -> None:
@@ -165,7 +213,7 @@ def test_fetch_failure_reruns_the_map_without_charging_the_reducer() -> None:
     assert act.AnnounceMapOutput("j", 0, 1, "w1", "w1:1") in out
     # a late duplicate report about the old output changes nothing
     assert c.send(ev.FetchFailed(c.now, "w2", c.incarnations["w2"], c.ref(r0), 0, 0)) == []
-    assert act.JobSucceeded("j") in c.finish(r0)
+    assert act.CommitJob("j") in c.finish(r0)
 
 
 def test_zombie_duplicate_and_late_reports_are_ignored() -> None:
@@ -180,13 +228,13 @@ def test_zombie_duplicate_and_late_reports_are_ignored() -> None:
     c.tick(6)  # w1 declared dead
     (m0b,) = c.request("w2")
     # the zombie comes back with its old incarnation: told to re-register, report ignored
-    out = c.send(ev.MapTaskSucceeded(c.now, "w1", old_inc, c.ref(m0), 10, {"x": 1}))
+    out = c.send(ev.MapTaskSucceeded(c.now, "w1", old_inc, c.ref(m0), TaskStats(counters={"x": 1})))
     assert out == [act.ReRegisterWorker("w1", old_inc)]
     assert c.task(MAP, 0).state is TaskState.IN_PROGRESS
     c.finish(m0b, {"x": 1})
     c.finish(m0b, {"x": 1})  # duplicate report: no double counting
     assert c.master.jobs["j"].completed[MAP] == 1
-    assert c.task(MAP, 0).counters == {"x": 1}
+    assert c.task(MAP, 0).stats.counters == {"x": 1}
 
 
 def test_worker_restarting_on_the_same_address_loses_its_old_incarnation() -> None:
@@ -195,7 +243,7 @@ def test_worker_restarting_on_the_same_address_loses_its_old_incarnation() -> No
     c.register("w1", "first")
     (_m0,) = c.request("w1")
     out = c.send(ev.WorkerRegistered(c.now, "w1", "second", "w1:1", 1))
-    assert act.WorkerLost("w1", "first", "restarted with a new incarnation", 0.0) in out
+    assert act.WorkerLost("w1", "first", "restarted with a new incarnation") in out
     c.incarnations["w1"] = "second"
     (again,) = c.request("w1")
     assert (again.index, again.attempt, again.incarnation) == (0, 1, "second")
@@ -211,7 +259,7 @@ def test_task_failing_max_attempts_fails_the_job_with_the_last_error() -> None:
         (m0,) = c.request("w1")
         assert m0.attempt == attempt
         out = c.fail(m0, record="in.txt@7")
-    failed = [a for a in out if isinstance(a, act.JobFailed)]
+    failed = [a for a in out if isinstance(a, act.AbortJob)]
     assert failed and "map-00000 failed 3 times" in failed[0].reason
     assert "on record in.txt@7" in failed[0].reason and "tb" in failed[0].reason
     assert c.job() is JobState.FAILED
@@ -273,7 +321,7 @@ def test_backup_task_near_the_end_first_finisher_wins() -> None:
         in out
     )
     assert c.finish(m0) == []  # the loser's late report is ignored
-    assert act.JobSucceeded("j") in c.finish(r0)
+    assert act.CommitJob("j") in c.finish(r0)
 
 
 def test_backup_tasks_can_be_turned_off() -> None:
@@ -303,11 +351,13 @@ def test_exactly_one_reduce_attempt_commits() -> None:
     assert isinstance(deny[0], act.DenyCommit)
     assert c.task(REDUCE, 0).attempts[r_b.attempt].state is AttemptState.KILLED
     # the denied attempt's success report cannot complete the partition
-    c.send(ev.ReduceTaskSucceeded(c.now, "w2", inc2, c.ref(r_b), 1, {"c": 9}))
+    c.send(ev.ReduceTaskSucceeded(c.now, "w2", inc2, c.ref(r_b), TaskStats(1, counters={"c": 9})))
     assert c.task(REDUCE, 0).state is TaskState.IN_PROGRESS
-    c.send(ev.ReduceTaskSucceeded(c.now, "w1", inc1, c.ref(r_a), 1, {"c": 1}))
+    c.send(ev.ReduceTaskSucceeded(c.now, "w1", inc1, c.ref(r_a), TaskStats(1, counters={"c": 1})))
+    assert c.job() is JobState.COMMITTING
+    c.commit()
     assert c.job() is JobState.SUCCEEDED
-    assert c.task(REDUCE, 0).counters == {"c": 1}
+    assert c.task(REDUCE, 0).stats.counters == {"c": 1}
 
 
 def test_denied_attempt_ends_so_a_failed_grant_holder_is_retried() -> None:
@@ -323,7 +373,7 @@ def test_denied_attempt_ends_so_a_failed_grant_holder_is_retried() -> None:
     assert c.task(REDUCE, 0).state is TaskState.IDLE  # not stuck with the denied one
     (again,) = c.request("w2")
     assert again.attempt == 2
-    assert act.JobSucceeded("j") in c.finish(again)
+    assert act.CommitJob("j") in c.finish(again)
 
 
 def test_commit_grant_released_when_the_granted_worker_dies() -> None:
@@ -341,7 +391,7 @@ def test_commit_grant_released_when_the_granted_worker_dies() -> None:
     assert c.task(REDUCE, 0).commit_granted is None
     (r0b,) = c.request("w1")
     out = c.finish(r0b)
-    assert act.JobSucceeded("j") in out
+    assert act.CommitJob("j") in out
 
 
 def test_jobs_queue_and_run_in_order() -> None:
@@ -355,7 +405,7 @@ def test_jobs_queue_and_run_in_order() -> None:
         (t,) = c.request("w1")
         assert t.job_id == "a"
         c.finish(t)
-    assert c.job("a") is JobState.SUCCEEDED and c.job("b") is JobState.RUNNING
+    assert c.job("a") is JobState.COMMITTING and c.job("b") is JobState.RUNNING
     (t,) = c.request("w1")
     assert t.job_id == "b"
 
@@ -440,7 +490,7 @@ def test_random_interleavings_keep_every_promise(seed: int, reduces: int) -> Non
             c.register(w, f"{w}-{step}")  # restart: a new incarnation
         elif choice < 0.8 and dead:
             w, inc, a = rng.choice(dead)  # a zombie's late report
-            out = c.send(ev.MapTaskSucceeded(c.now, w, inc, c.ref(a), 1, {}))
+            out = c.send(ev.MapTaskSucceeded(c.now, w, inc, c.ref(a)))
             assert out in ([], [act.ReRegisterWorker(w, inc)])
         else:
             for w in workers:
@@ -470,12 +520,12 @@ def test_random_interleavings_keep_every_promise(seed: int, reduces: int) -> Non
         running = []
         c.tick(4)
     job = c.master.jobs["j"]
-    assert job.state in (JobState.SUCCEEDED, JobState.FAILED)
-    if job.state is JobState.SUCCEEDED:
+    assert job.state in (JobState.COMMITTING, JobState.FAILED)
+    if job.state is JobState.COMMITTING:
         assert all(t.state is TaskState.COMPLETED for t in job.reduces)
         for t in job.reduces:
             assert sum(a.state is AttemptState.SUCCEEDED for a in t.attempts.values()) == 1
-        assert sum(isinstance(a, act.JobSucceeded) for a in c.actions) == 1
+        assert sum(isinstance(a, act.CommitJob) for a in c.actions) == 1
     else:
         assert any(t.failures >= 4 or t.lost_outputs > 4 for t in [*job.maps, *job.reduces])
     for t in [*job.maps, *job.reduces]:

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from mapreduce.core.spec import JobSpec
 from mapreduce.dataflow.records import CorruptRunError, read_run, verify_run, write_run
-from mapreduce.dataflow.runner import JobPlan, TaskError, run_reduce_task
+from mapreduce.dataflow.runner import TaskError, run_reduce_task
 from tests.conftest import JOBS
 
 
@@ -45,9 +46,11 @@ def test_a_reduce_over_a_corrupt_run_is_a_task_error_not_a_record_error(tmp_path
     run = tmp_path / "part.run"
     write_run(str(run), [(b"Aa", [1]), (b"Ab", [2])])
     run.write_bytes(run.read_bytes()[:-5])
-    plan = JobPlan("job-x", str(JOBS / "wordcount_plain.py"), "lines", 1)
+    plan = JobSpec("job-x", "wordcount_plain.py")
     with pytest.raises(TaskError, match="truncated"):
-        run_reduce_task(plan, 0, [str(run)], str(tmp_path / "out"))
+        run_reduce_task(
+            plan, str(JOBS / "wordcount_plain.py"), 0, [str(run)], str(tmp_path / "out")
+        )
 
 
 def test_shared_and_self_containing_values_round_trip(tmp_path: Path) -> None:

@@ -348,8 +348,8 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
             output=str(out),
             num_reducers=2,
             params={"stall": "25", "release": str(release)},
+            backup_tasks=False,
         ),
-        backup_tasks=False,
     )
     with EmbeddedCluster(2, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None

@@ -18,7 +18,7 @@ from typing import Any
 
 from mapreduce import __version__
 from mapreduce.dataflow.formats import INPUT_FORMATS
-from mapreduce.errors import JobFailedError, MapReduceError, UsageError
+from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, UsageError
 from mapreduce.local import run_local
 from mapreduce.planning import DEFAULT_MEMORY_MB, DEFAULT_SPLIT_SIZE, JobOptions
 from mapreduce.summary import render_summary
@@ -207,6 +207,14 @@ def _add_cluster_parsers(
     )
     master.add_argument("--no-http", action="store_true", help="serve no status web page")
     master.add_argument(
+        "--state-dir",
+        default="",
+        metavar="DIR",
+        help="keep the master's state in DIR (a journal with checkpoints): a master started "
+        "again with the same DIR resumes its jobs. Without it the state lives in memory only "
+        "and a restarted master knows no jobs",
+    )
+    master.add_argument(
         "--worker-timeout",
         type=float,
         default=10.0,
@@ -313,6 +321,9 @@ def _job_options(args: argparse.Namespace) -> JobOptions:
         overwrite=args.overwrite,
         skip_bad_records=args.skip_bad_records,
         use_combiner=args.use_combiner,
+        max_attempts=args.max_attempts,
+        backup_tasks=args.backup_tasks,
+        py_files=tuple(args.py_files),
     )
 
 
@@ -369,9 +380,7 @@ def _run(args: argparse.Namespace) -> int:
         fork=True,  # nothing here has used gRPC yet
     ) as cluster:
         # planned while the workers start up
-        request = client.build_submission(
-            options, tuple(args.py_files), args.max_attempts, args.backup_tasks
-        )
+        request = client.build_submission(options)
         if not args.quiet:
             page = cluster.status_server.url if cluster.status_server is not None else "off"
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
@@ -384,18 +393,44 @@ def _run(args: argparse.Namespace) -> int:
 def _master(args: argparse.Namespace) -> int:
     from mapreduce.core.master import MasterConfig
     from mapreduce.master.driver import MasterDriver
+    from mapreduce.master.journal import FileJournal, JournalCorruptError
+    from mapreduce.master.logs import LogStore
     from mapreduce.master.service import serve_master
-
-    config = MasterConfig(
-        worker_timeout=args.worker_timeout,
-        task_timeout=args.task_timeout,
-        backup_after=args.backup_after,
-    )
     from mapreduce.web.server import StatusServer
 
-    driver = MasterDriver(config)
-    server, port = serve_master(args.listen, driver)
+    logging.basicConfig(
+        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
+        format="%(asctime)s %(name)s: %(message)s",
+    )
+    try:
+        config = MasterConfig(
+            worker_timeout=args.worker_timeout,
+            task_timeout=args.task_timeout,
+            backup_after=args.backup_after,
+        )
+        config.validate()
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.state_dir:
+        state_dir = os.path.abspath(args.state_dir)
+        driver = MasterDriver(
+            config,
+            journal=FileJournal(os.path.join(state_dir, "journal")),
+            logs=LogStore(os.path.join(state_dir, "logs")),
+        )
+    else:
+        driver = MasterDriver(config)
+    try:
+        server, port = serve_master(args.listen, driver)
+    except JournalCorruptError as exc:
+        raise UsageError(f"--state-dir {args.state_dir}: {exc}") from None
+    for message in driver.recovery_messages:
+        print(f"mapreduce: journal repaired: {message}", file=sys.stderr, flush=True)
     host = args.listen.rsplit(":", 1)[0]
+    with driver.lock:
+        epoch, known = driver.state.epoch, len(driver.state.jobs)
+    if args.state_dir:
+        print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
     print(f"master listening on {host}:{port}", flush=True)
     status = None if args.no_http else StatusServer(driver, host, args.http_port).start()
     if status is not None:
@@ -441,9 +476,7 @@ def _worker(args: argparse.Namespace) -> int:
 def _submit(args: argparse.Namespace) -> int:
     from mapreduce import client
 
-    request = client.build_submission(
-        _job_options(args), tuple(args.py_files), args.max_attempts, args.backup_tasks
-    )
+    request = client.build_submission(_job_options(args))
     stub = client.connect(args.master)
     job_id = client.submit(stub, request)
     print(job_id, flush=True)
@@ -460,7 +493,7 @@ def _status(args: argparse.Namespace) -> int:
 
     stub = client.connect(args.master)
     if args.job:
-        job = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=args.job), timeout=30)
+        job = client.call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=args.job))
         if args.json:
             print(json_format.MessageToJson(job))
             return 0
@@ -470,7 +503,7 @@ def _status(args: argparse.Namespace) -> int:
         if job.summary_json:
             print(render_summary(json.loads(job.summary_json)))
         return 0
-    status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=30)
+    status = client.call(stub.GetClusterStatus, pb.GetClusterStatusRequest())
     if args.json:
         print(json_format.MessageToJson(status))
         return 0
@@ -491,7 +524,7 @@ def _cancel(args: argparse.Namespace) -> int:
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
     stub = client.connect(args.master)
-    stub.CancelJob(pb.CancelJobRequest(job_id=args.job), timeout=30)
+    client.call(stub.CancelJob, pb.CancelJobRequest(job_id=args.job))
     print(f"{args.job} cancelled")
     return 0
 
@@ -501,7 +534,7 @@ def _logs(args: argparse.Namespace) -> int:
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
     stub = client.connect(args.master)
-    logs = stub.GetTaskLogs(pb.GetTaskLogsRequest(job_id=args.job, task=args.task), timeout=30)
+    logs = client.call(stub.GetTaskLogs, pb.GetTaskLogsRequest(job_id=args.job, task=args.task))
     for attempt in logs.attempts:
         print(f"== {args.task} attempt {attempt.attempt} on {attempt.worker}: {attempt.state}")
         if attempt.log:
@@ -528,7 +561,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     }
     try:
         return commands[args.command](args)
-    except JobFailedError as exc:
+    except (JobFailedError, MasterUnreachable) as exc:
         print(f"mapreduce: {exc}", file=sys.stderr)
         return 1
     except MapReduceError as exc:

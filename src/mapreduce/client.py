@@ -1,22 +1,34 @@
-"""Submitting jobs to a master and following them: used by ``submit``, ``status`` and ``run``."""
+"""Submitting jobs to a master and following them: used by ``submit``, ``status``, ``run``...
+
+Every call to the master goes through :func:`call`, which retries while the
+master cannot be reached (a master restarting from its ``--state-dir``), for
+at most :data:`RETRY_SECONDS`, saying so on stderr once.  Submissions are
+idempotent (the job id is chosen here), so a retried ``SubmitJob`` never runs
+a job twice.
+"""
 
 from __future__ import annotations
 
 import json
-import os
+import sys
 import time
 from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
-from mapreduce.errors import JobFailedError, MapReduceError, UsageError
+from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, UsageError
 from mapreduce.planning import JobOptions, plan_job
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 
-#: Largest total size of a job's code (job file and --py-files).
-MAX_JOB_CODE_BYTES = 16 << 20
+#: How long a client waits for an unreachable master before giving up.
+RETRY_SECONDS = 120.0
+#: Timeout of one call.
+CALL_TIMEOUT = 30.0
+
+T = TypeVar("T")
 
 
 def connect(master: str) -> pb_grpc.MasterStub:
@@ -24,61 +36,55 @@ def connect(master: str) -> pb_grpc.MasterStub:
     return pb_grpc.MasterStub(channel)
 
 
-def _py_files(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
-    """Helper modules (files, or package directories) shipped beside the job file."""
-    shipped = []
-    for path in paths:
-        if os.path.isdir(path):
-            base = os.path.dirname(os.path.abspath(path))
-            for root, _dirs, names in os.walk(path):
-                for name in sorted(names):
-                    if name.endswith(".py"):
-                        full = os.path.join(root, name)
-                        with open(full, "rb") as f:
-                            shipped.append((os.path.relpath(full, base), f.read()))
-        elif os.path.isfile(path):
-            with open(path, "rb") as f:
-                shipped.append((os.path.basename(path), f.read()))
-        else:
-            raise UsageError(f"--py-files {path}: no such file or directory")
-    return tuple(shipped)
+def call(
+    method: Callable[..., T],
+    request: Any,
+    *,
+    retry_for: float = RETRY_SECONDS,
+    quiet: bool = False,
+) -> T:
+    """Call the master, retrying while it is unreachable (for ``retry_for`` seconds at most).
+
+    Raises:
+        MasterUnreachable: the master did not answer in time.
+        grpc.RpcError: the master answered with an error.
+    """
+    deadline = time.monotonic() + retry_for
+    delay = 0.1
+    told = False
+    while True:
+        try:
+            return method(request, timeout=CALL_TIMEOUT)
+        except grpc.RpcError as exc:
+            code = exc.code()
+            if code not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                raise
+            if time.monotonic() + delay > deadline:
+                raise MasterUnreachable(
+                    f"cannot reach the master ({code.name}: {exc.details()}); "
+                    f"gave up after {retry_for:.0f}s"
+                ) from None
+            if not told and not quiet:
+                print(
+                    f"mapreduce: the master is unreachable ({code.name}); retrying for up to "
+                    f"{retry_for:.0f}s",
+                    file=sys.stderr,
+                    flush=True,
+                )
+                told = True
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
 
-def build_submission(
-    options: JobOptions,
-    py_files: tuple[str, ...] = (),
-    max_attempts: int = 4,
-    backup_tasks: bool = True,
-) -> pb.SubmitJobRequest:
+def build_submission(options: JobOptions) -> pb.SubmitJobRequest:
     """Plan the job here (splits, sampling) and package it with its code."""
-    if max_attempts < 1:
-        raise UsageError("--max-attempts must be at least 1")
-    _job, plan, splits = plan_job(options)
-    with open(options.job_path, "rb") as f:
-        source = f.read()
-    extra = _py_files(py_files)
-    if len(source) + sum(len(c) for _n, c in extra) > MAX_JOB_CODE_BYTES:
-        raise UsageError(f"the job's code is larger than {MAX_JOB_CODE_BYTES >> 20} MiB")
-    shipped = convert.ShippedJob(
-        plan=plan,
-        job_file_name=os.path.basename(options.job_path),
-        job_source=source,
-        py_files=extra,
-        output=os.path.normpath(os.path.abspath(options.output)),
-        splits=tuple(splits),
-    )
-    return pb.SubmitJobRequest(
-        spec=convert.job_to_pb(shipped),
-        overwrite=options.overwrite,
-        max_attempts=max_attempts,
-        skip_bad_records=options.skip_bad_records,
-        backup_tasks=backup_tasks,
-    )
+    _job, spec = plan_job(options)
+    return pb.SubmitJobRequest(spec=convert.job_to_pb(spec))
 
 
 def submit(stub: pb_grpc.MasterStub, request: pb.SubmitJobRequest) -> str:
     try:
-        reply = stub.SubmitJob(request, timeout=60)
+        reply = call(stub.SubmitJob, request)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             raise UsageError(str(exc.details())) from None
@@ -95,6 +101,9 @@ def wait_for(
 ) -> dict[str, object]:
     """Poll until the job ends; return its summary, or raise :class:`JobFailedError`.
 
+    A master that is away (restarting) is waited for, up to :data:`RETRY_SECONDS`
+    at a time; the job is followed to its end under the restarted master.
+
     Args:
         on_status: called with every status polled (a progress display).
         every: seconds between polls.
@@ -103,7 +112,7 @@ def wait_for(
     while True:
         if workers_alive is not None and not workers_alive():
             raise JobFailedError(f"job {job_id} failed: every worker process exited")
-        status = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=30)
+        status = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
         if on_status is not None:
             on_status(status)
         if status.state == "succeeded" and status.summary_json:

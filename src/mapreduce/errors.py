@@ -37,6 +37,10 @@ class OutputExistsError(MapReduceError):
     """The output directory exists and ``--overwrite`` was not given."""
 
 
+class OutputError(MapReduceError):
+    """A job's output could not be committed; the output directory was left as it was."""
+
+
 class OutputBusyError(MapReduceError):
     """Another running job (of another process) is writing the same output directory."""
 
@@ -81,6 +85,10 @@ class TaskFailedError(MapReduceError):
         self.record = record
         self.reason = reason
         self.traceback = traceback
+
+
+class MasterUnreachable(MapReduceError):
+    """The master could not be reached for as long as a client retries."""
 
 
 class JobFailedError(MapReduceError):

@@ -79,28 +79,39 @@ def run_local(options: JobOptions) -> JobSummary:
         JobFailedError: a task failed; the output directory is left as it was.
     """
     started = time.monotonic()
-    _job, plan, splits = plan_job(options)
-    committer = OutputCommitter(options.output, plan.job_id, overwrite=options.overwrite)
+    _job, spec = plan_job(options)
+    splits = spec.splits
+    committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
     committer.prepare()
-    summary = JobSummary(plan=plan, output=committer.output)
+    summary = JobSummary(spec=spec)
     budget = _SkipBudget(options.skip_bad_records)
-    scratch = tempfile.mkdtemp(prefix=f"mapreduce-{plan.job_id}-")
+    scratch = tempfile.mkdtemp(prefix=f"mapreduce-{spec.job_id}-")
     summary.phase_seconds["plan"] = time.monotonic() - started
     try:
         phase_start = time.monotonic()
+        map_results: list[TaskResult] = []
+        summary.map_results = map_results  # type: ignore[assignment]
         for index in range(len(splits)):
 
             def map_attempt(attempt: int, skip: frozenset[int], index: int = index) -> TaskResult:
                 workdir = os.path.join(scratch, f"{map_task_id(index)}.attempt-{attempt}")
                 os.makedirs(workdir)
-                return run_map_task(plan, index, splits[index], workdir, attempt=attempt, skip=skip)
+                return run_map_task(
+                    spec,
+                    options.job_path,
+                    index,
+                    splits[index],
+                    workdir,
+                    attempt=attempt,
+                    skip=skip,
+                )
 
-            summary.map_results.append(budget.run(map_task_id(index), map_attempt))
+            map_results.append(budget.run(map_task_id(index), map_attempt))
         summary.phase_seconds["map"] = time.monotonic() - phase_start
 
         phase_start = time.monotonic()
-        for partition in range(plan.num_reducers):
-            runs = [result.outputs[partition] for result in summary.map_results]
+        for partition in range(spec.num_reducers):
+            runs = [result.outputs[partition] for result in map_results]
 
             def reduce_attempt(
                 attempt: int,
@@ -109,7 +120,9 @@ def run_local(options: JobOptions) -> JobSummary:
                 runs: list[str] = runs,
             ) -> TaskResult:
                 out_path = committer.attempt_path(partition, attempt)
-                return run_reduce_task(plan, partition, runs, out_path, attempt=attempt, skip=skip)
+                return run_reduce_task(
+                    spec, options.job_path, partition, runs, out_path, attempt=attempt, skip=skip
+                )
 
             result = budget.run(reduce_task_id(partition), reduce_attempt)
             committer.commit_task(partition, result.attempt)
@@ -118,10 +131,10 @@ def run_local(options: JobOptions) -> JobSummary:
 
         summary.skipped = budget.skipped
         summary.phase_seconds["total"] = time.monotonic() - started
-        committer.commit_job(summary.to_dict())
+        committer.commit_job(summary.to_dict(), spec.num_reducers)
     except TaskFailedError as failure:
         committer.abort()
-        raise JobFailedError(f"job {plan.job_id} failed: {failure}") from failure
+        raise JobFailedError(f"job {spec.job_id} failed: {failure}") from failure
     except BaseException:
         committer.abort()
         raise

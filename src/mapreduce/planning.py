@@ -1,8 +1,9 @@
-"""Plan a job: options, input splits and (for a range partitioner) the sampled boundaries.
+"""Plan a job: from the command's options to the one :class:`~mapreduce.core.spec.JobSpec`.
 
-The sequential runner and, later, the master plan a job the same way, so that
-both hand identical :class:`~mapreduce.dataflow.runner.JobPlan` values to the
-task runners.
+Planning lists the input splits, samples the boundaries of a range
+partitioner, reads the job's code and checks its ``setup()``.  The sequential
+runner and ``run``/``submit`` plan a job the same way, so every task of either
+receives the same spec.
 """
 
 from __future__ import annotations
@@ -14,16 +15,18 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mapreduce import context
+from mapreduce.core.spec import MAX_ATTEMPTS, InputSplit, JobSpec
 from mapreduce.dataflow.formats import INPUT_FORMATS, read_split
 from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample
-from mapreduce.dataflow.runner import JobPlan
-from mapreduce.dataflow.splits import InputSplit, expand_inputs, plan_splits
+from mapreduce.dataflow.splits import expand_inputs, plan_splits
 from mapreduce.errors import BadRecordError, JobDefinitionError, UsageError
 from mapreduce.jobfile import Job, load_job
 
 DEFAULT_SPLIT_SIZE = 64 << 20
 DEFAULT_MEMORY_MB = 256
+#: Largest total size of a job's code (job file and --py-files).
+MAX_JOB_CODE_BYTES = 16 << 20
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,9 @@ class JobOptions:
         skip_bad_records: how many bad records the job may skip in all.
         use_combiner: run the job's ``combine`` (for testing that it changes nothing).
         job_id: the job's id; a fresh one when empty.
+        max_attempts: failed attempts of a task before the job fails (distributed).
+        backup_tasks: start backup attempts of stragglers (distributed).
+        py_files: helper modules or package directories shipped with the job.
     """
 
     job_path: str
@@ -57,6 +63,9 @@ class JobOptions:
     skip_bad_records: int = 0
     use_combiner: bool = True
     job_id: str = ""
+    max_attempts: int = 4
+    backup_tasks: bool = True
+    py_files: tuple[str, ...] = ()
 
     def validate(self) -> None:
         """Reject impossible values, naming the flag.
@@ -70,6 +79,10 @@ class JobOptions:
             raise UsageError(f"--split-size must be at least 1 byte (got {self.split_size})")
         if self.memory_mb < 1:
             raise UsageError(f"--memory-mb must be at least 1 (got {self.memory_mb})")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise UsageError(
+                f"--max-attempts must be 1 to {MAX_ATTEMPTS} (got {self.max_attempts})"
+            )
         if self.skip_bad_records < 0:
             raise UsageError(f"--skip-bad-records must be 0 or more (got {self.skip_bad_records})")
         if self.input_format is not None and self.input_format not in INPUT_FORMATS:
@@ -83,8 +96,8 @@ def new_job_id() -> str:
     return "job-" + uuid.uuid4().hex[:12]
 
 
-def plan_job(options: JobOptions) -> tuple[Job, JobPlan, list[InputSplit]]:
-    """Load the job, list the input splits and build the plan every task receives.
+def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
+    """Load the job, list the input splits and build the spec every task receives.
 
     Raises:
         UsageError, JobDefinitionError, InputError: bad flags, job file or inputs.
@@ -94,42 +107,74 @@ def plan_job(options: JobOptions) -> tuple[Job, JobPlan, list[InputSplit]]:
     input_format = options.input_format or job.input_format or "lines"
     # Absolute paths: the same keys (path, offset) whichever directory or machine runs a task.
     files = [os.path.abspath(path) for path in expand_inputs(options.inputs)]
-    splits = plan_splits(files, input_format, options.split_size)
-    plan = JobPlan(
+    with open(options.job_path, "rb") as f:
+        source = f.read()
+    py_files = _read_py_files(options.py_files)
+    if len(source) + sum(len(c) for _n, c in py_files) > MAX_JOB_CODE_BYTES:
+        raise UsageError(f"the job's code is larger than {MAX_JOB_CODE_BYTES >> 20} MiB")
+    spec = JobSpec(
         job_id=options.job_id or new_job_id(),
-        job_path=options.job_path,
+        job_file_name=os.path.basename(options.job_path),
         input_format=input_format,
         num_reducers=options.num_reducers,
         params=dict(options.params),
         memory_bytes=options.memory_mb << 20,
         use_combiner=options.use_combiner,
+        output=os.path.normpath(os.path.abspath(options.output)),
+        splits=tuple(plan_splits(files, input_format, options.split_size)),
+        overwrite=options.overwrite,
+        max_attempts=options.max_attempts,
+        skip_bad_records=options.skip_bad_records,
+        backup_tasks=options.backup_tasks,
+        job_source=source,
+        py_files=py_files,
     )
     if job.setup_fn is not None:
-        check_setup(job, plan)
+        check_setup(job, spec)
     if job.range_partitioner is not None:
-        sampled = sample_keys(job, plan, splits, job.range_partitioner.sample_size)
-        plan = plan.with_boundaries(tuple(boundaries_from_sample(sampled, plan.num_reducers)))
-    return job, plan, splits
+        sampled = sample_keys(job, spec, list(spec.splits), job.range_partitioner.sample_size)
+        spec = spec.replace(boundaries=tuple(boundaries_from_sample(sampled, spec.num_reducers)))
+    return job, spec
 
 
-def check_setup(job: Job, plan: JobPlan) -> None:
+def _read_py_files(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:
+    """Helper modules (files, or package directories) shipped beside the job file."""
+    shipped = []
+    for path in paths:
+        if os.path.isdir(path):
+            base = os.path.dirname(os.path.abspath(path))
+            for root, _dirs, names in os.walk(path):
+                for name in sorted(names):
+                    if name.endswith(".py"):
+                        full = os.path.join(root, name)
+                        with open(full, "rb") as f:
+                            shipped.append((os.path.relpath(full, base), f.read()))
+        elif os.path.isfile(path):
+            with open(path, "rb") as f:
+                shipped.append((os.path.basename(path), f.read()))
+        else:
+            raise UsageError(f"--py-files {path}: no such file or directory")
+    return tuple(shipped)
+
+
+def check_setup(job: Job, spec: JobSpec) -> None:
     """Run the job's ``setup()`` once before any task, so a bad ``--param`` fails at once.
 
     Raises:
         JobDefinitionError: ``setup()`` raised; the message carries its error.
     """
-    planning = context.TaskContext(plan.job_id, "plan", "plan", 0, 0, "local", plan.num_reducers)
+    planning = context.TaskContext(spec.job_id, "plan", "plan", 0, 0, "local", spec.num_reducers)
     assert job.setup_fn is not None
-    with context.activated(planning, plan.params, Counter()):
+    with context.activated(planning, spec.params, Counter()):
         try:
             job.setup_fn()
         except Exception as exc:
             raise JobDefinitionError(
-                plan.job_path, f"setup() failed: {type(exc).__name__}: {exc}"
+                spec.job_file_name, f"setup() failed: {type(exc).__name__}: {exc}"
             ) from exc
 
 
-def sample_keys(job: Job, plan: JobPlan, splits: list[InputSplit], size: int) -> list[bytes]:
+def sample_keys(job: Job, spec: JobSpec, splits: list[InputSplit], size: int) -> list[bytes]:
     """Run ``map`` over the first records of every split and collect the keys it emits.
 
     Up to ``size`` input records are read in all, spread evenly over the splits.
@@ -141,11 +186,11 @@ def sample_keys(job: Job, plan: JobPlan, splits: list[InputSplit], size: int) ->
     per_split = max(1, size // len(splits))
     keys: list[bytes] = []
     sampling = context.TaskContext(
-        plan.job_id, "sample", "sample", 0, 0, "local", plan.num_reducers
+        spec.job_id, "sample", "sample", 0, 0, "local", spec.num_reducers
     )
-    with context.activated(sampling, plan.params, Counter()):  # counters while sampling: dropped
+    with context.activated(sampling, spec.params, Counter()):  # counters while sampling: dropped
         for split in splits:
-            records = read_split(split, plan.input_format)
+            records = read_split(split, spec.input_format)
             try:
                 for _offset, key, value in itertools.islice(records, per_split):
                     try:

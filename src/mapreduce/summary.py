@@ -8,11 +8,11 @@ duplicate attempts), printed at the end of a run and written to
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from mapreduce.dataflow.runner import JobPlan, TaskResult
+from mapreduce.core.spec import JobSpec
 
 #: How many skipped records the summary lists (all are counted).
 SKIPPED_LISTED = 20
@@ -33,14 +33,30 @@ class SkippedRecord:
     reason: str
 
 
+class TaskCounts(Protocol):
+    """What the summary reads of a committed attempt (a runner's result or a report's stats)."""
+
+    @property
+    def input_records(self) -> int: ...
+    @property
+    def input_bytes(self) -> int: ...
+    @property
+    def output_records(self) -> int: ...
+    @property
+    def output_bytes(self) -> int: ...
+    @property
+    def spills(self) -> int: ...
+    @property
+    def counters(self) -> Mapping[str, int]: ...
+
+
 @dataclass
 class JobSummary:
     """What a finished job did; :meth:`to_dict` is the ``_summary.json`` content."""
 
-    plan: JobPlan
-    output: str
-    map_results: list[TaskResult] = field(default_factory=list)
-    reduce_results: list[TaskResult] = field(default_factory=list)
+    spec: JobSpec
+    map_results: list[TaskCounts] = field(default_factory=list)
+    reduce_results: list[TaskCounts] = field(default_factory=list)
     skipped: list[SkippedRecord] = field(default_factory=list)
     phase_seconds: dict[str, float] = field(default_factory=dict)
 
@@ -69,12 +85,12 @@ class JobSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "job_id": self.plan.job_id,
-            "job_file": self.plan.job_path,
-            "output": self.output,
-            "input_format": self.plan.input_format,
-            "num_reducers": self.plan.num_reducers,
-            "params": self.plan.params,
+            "job_id": self.spec.job_id,
+            "job_file": self.spec.job_file_name,
+            "output": self.spec.output,
+            "input_format": self.spec.input_format,
+            "num_reducers": self.spec.num_reducers,
+            "params": self.spec.params,
             "status": "succeeded",
             "counters": self.counters(),
             "system": self.system_counters(),

@@ -18,6 +18,7 @@ class AssignTask:
     index: int
     attempt: int
     skip: tuple[str, ...] = ()
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -55,11 +56,14 @@ class RetractMapOutput:
 
 @dataclass(frozen=True)
 class GrantCommit:
+    """The reduce attempt may rename its output into place (grants are fenced by ``epoch``)."""
+
     worker_id: str
     incarnation: str
     job_id: str
     partition: int
     attempt: int
+    epoch: int = 0
 
 
 @dataclass(frozen=True)
@@ -81,24 +85,31 @@ class ReRegisterWorker:
 
 @dataclass(frozen=True)
 class WorkerLost:
-    """The master declared a worker incarnation dead (last heard of at ``last_heartbeat``)."""
+    """The master declared a worker incarnation dead."""
 
     worker_id: str
     incarnation: str
     reason: str
-    last_heartbeat: float
 
 
 @dataclass(frozen=True)
-class JobSucceeded:
-    """Every reduce partition is committed: commit the job's output."""
+class CommitJob:
+    """Every reduce partition is committed: commit the job's output, then report back."""
 
     job_id: str
 
 
 @dataclass(frozen=True)
-class JobFailed:
-    """The job failed; ``reason`` names the task, the record and the last traceback."""
+class AbortJob:
+    """The job failed or was cancelled: remove what it staged; ``reason`` says why."""
+
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RefuseJob:
+    """A submission is refused (another running job writes the same output)."""
 
     job_id: str
     reason: str
@@ -113,6 +124,7 @@ Action = (
     | DenyCommit
     | ReRegisterWorker
     | WorkerLost
-    | JobSucceeded
-    | JobFailed
+    | CommitJob
+    | AbortJob
+    | RefuseJob
 )

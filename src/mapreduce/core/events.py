@@ -1,28 +1,66 @@
 """Input events of the master state machine: frozen, plain values, named in the past tense.
 
-Every event carries ``now``, the master's monotonic clock reading when the
-event arrived.  Events about a task attempt carry the ids that make them
-idempotent: the worker and its incarnation, the job, the task and the attempt.
+Every event carries ``now``, the master's clock reading when the event arrived:
+seconds since the Unix epoch, so times in the journal keep their meaning after
+a restart and on another host.  Events about a task attempt carry the ids that
+make them idempotent: the worker and its incarnation, the job, the task and the
+attempt.
+
+Two kinds of events:
+
+* **durable** events (every type in :data:`DURABLE`) change the master's
+  durable state; the shell appends them to the journal before it acts on their
+  outcome, and replaying them rebuilds the state exactly.  A
+  :class:`TaskRequested` is durable only when it assigned a task.
+* **liveness** events (:class:`HeartbeatReceived`, :class:`Tick`) only feed
+  :class:`~mapreduce.core.liveness.Liveness`; when it finds a silent worker or
+  a stalled attempt it emits a durable :class:`WorkerExpired` or
+  :class:`AttemptStalled`, so the journal does not grow with heartbeats.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from mapreduce.core.tasks import TaskKind
+from mapreduce.core.spec import JobSpec
+from mapreduce.core.tasks import TaskKind, TaskStats
+
+
+@dataclass(frozen=True)
+class MasterStarted:
+    """A master process started on this state (the journal's ``epoch``-th start)."""
+
+    now: float
+    epoch: int
 
 
 @dataclass(frozen=True)
 class JobSubmitted:
-    """A job was submitted with ``num_maps`` map tasks and ``num_reduces`` reduce tasks."""
+    """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks."""
+
+    now: float
+    spec: JobSpec
+
+    @property
+    def job_id(self) -> str:
+        return self.spec.job_id
+
+
+@dataclass(frozen=True)
+class JobCommitted:
+    """The job's output was committed (``_SUCCESS`` written, directory in place)."""
 
     now: float
     job_id: str
-    num_maps: int
-    num_reduces: int
-    max_attempts: int = 4
-    skip_bad_records: int = 0
-    backup_tasks: bool = True
+
+
+@dataclass(frozen=True)
+class JobCommitFailed:
+    """Committing the job's output failed (the output was left as it was)."""
+
+    now: float
+    job_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -34,13 +72,50 @@ class JobCancelled:
 
 @dataclass(frozen=True)
 class WorkerRegistered:
-    """A worker process started (a new ``incarnation``) and can run ``slots`` tasks at once."""
+    """A worker process started (a new ``incarnation``) and can run ``slots`` tasks at once.
+
+    A worker that sees a new master epoch registers again with the same
+    incarnation and ``rejoin`` set: ``held`` lists the map outputs it still
+    serves and ``running`` the attempts it still runs, so the master re-runs
+    what was lost while it was away.
+    """
 
     now: float
     worker_id: str
     incarnation: str
     address: str
     slots: int = 1
+    rejoin: bool = False
+    held: tuple[MapOutputRef, ...] = ()
+    running: tuple[AttemptRef, ...] = ()
+
+
+@dataclass(frozen=True)
+class MapOutputRef:
+    """Names the output of one map attempt on a worker's disk."""
+
+    job_id: str
+    index: int
+    attempt: int
+
+
+@dataclass(frozen=True)
+class WorkerExpired:
+    """Liveness found a worker incarnation silent for too long: it is dead."""
+
+    now: float
+    worker_id: str
+    incarnation: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class AttemptStalled:
+    """Liveness found a running attempt that made no progress for too long."""
+
+    now: float
+    ref: AttemptRef
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -81,8 +156,8 @@ class MapTaskSucceeded:
     worker_id: str
     incarnation: str
     ref: AttemptRef
-    output_bytes: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
+    stats: TaskStats = field(default_factory=TaskStats)
+    has_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,8 +178,8 @@ class ReduceTaskSucceeded:
     worker_id: str
     incarnation: str
     ref: AttemptRef
-    output_bytes: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
+    stats: TaskStats = field(default_factory=TaskStats)
+    has_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -118,6 +193,7 @@ class TaskFailed:
     reason: str
     record: str = ""
     traceback: str = ""
+    has_log: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,9 +216,14 @@ class Tick:
 
 
 Event = (
-    JobSubmitted
+    MasterStarted
+    | JobSubmitted
     | JobCancelled
+    | JobCommitted
+    | JobCommitFailed
     | WorkerRegistered
+    | WorkerExpired
+    | AttemptStalled
     | HeartbeatReceived
     | TaskRequested
     | MapTaskSucceeded
@@ -151,4 +232,22 @@ Event = (
     | TaskFailed
     | FetchFailed
     | Tick
+)
+
+#: Event types that change durable state (TaskRequested only when it assigns a task).
+DURABLE = (
+    MasterStarted,
+    JobSubmitted,
+    JobCancelled,
+    JobCommitted,
+    JobCommitFailed,
+    WorkerRegistered,
+    WorkerExpired,
+    AttemptStalled,
+    TaskRequested,
+    MapTaskSucceeded,
+    ReduceCommitRequested,
+    ReduceTaskSucceeded,
+    TaskFailed,
+    FetchFailed,
 )

@@ -26,17 +26,38 @@ class AttemptState(enum.Enum):
     KILLED = "killed"  # the framework stopped it (worker lost, lost a race): does not count
 
 
+@dataclass(frozen=True)
+class TaskStats:
+    """What a successful attempt reports about its work."""
+
+    input_records: int = 0
+    input_bytes: int = 0
+    output_records: int = 0
+    output_bytes: int = 0
+    spills: int = 0
+    seconds: float = 0.0
+    counters: dict[str, int] = field(default_factory=dict)
+
+
 @dataclass
 class Attempt:
-    """One execution of a task on one worker incarnation."""
+    """One execution of a task on one worker incarnation.
+
+    Attributes:
+        epoch: the master epoch that assigned it.
+        ended: when it stopped running (None while it runs).
+        has_log: the master keeps the end of its log (``mapreduce logs``).
+    """
 
     number: int
     worker_id: str
     incarnation: str
     started: float
-    last_progress: float
     state: AttemptState = AttemptState.RUNNING
     backup: bool = False
+    epoch: int = 0
+    ended: float | None = None
+    has_log: bool = False
 
 
 @dataclass
@@ -55,8 +76,7 @@ class Task:
         record_failures: how many attempts crashed on each record.
         skip: records the next attempts skip.
         lost_outputs: how many times a completed map's output was lost.
-        output_bytes: bytes of the completed attempt's output.
-        counters: user counters of the completed attempt.
+        stats: what the completed attempt reported (None until completed).
         last_error: the reason and traceback of the last failure.
     """
 
@@ -70,8 +90,7 @@ class Task:
     record_failures: dict[str, int] = field(default_factory=dict)
     skip: list[str] = field(default_factory=list)
     lost_outputs: int = 0
-    output_bytes: int = 0
-    counters: dict[str, int] = field(default_factory=dict)
+    stats: TaskStats | None = None
     last_error: str = ""
 
     @property

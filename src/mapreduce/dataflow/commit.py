@@ -30,7 +30,7 @@ import os
 import shutil
 from typing import Any
 
-from mapreduce.errors import OutputBusyError, OutputExistsError, UsageError
+from mapreduce.errors import OutputBusyError, OutputError, OutputExistsError, UsageError
 
 SUCCESS_MARKER = "_SUCCESS"
 SUMMARY_FILE = "_summary.json"
@@ -60,6 +60,7 @@ class OutputCommitter:
 
     def __init__(self, output: str, job_id: str, *, overwrite: bool = False) -> None:
         self.output = os.path.abspath(output)
+        self.job_id = job_id
         self.overwrite = overwrite
         parent, name = os.path.split(self.output)
         self.parent = parent
@@ -114,6 +115,33 @@ class OutputCommitter:
             self._release()
             raise
 
+    def resume(self) -> None:
+        """Take this job's staging directory back after a master restart (keeping what is in it).
+
+        Raises:
+            OutputBusyError: another process holds the job's lock (it is running elsewhere).
+        """
+        if self._lock_fd is not None:
+            return
+        self._lock_fd = _try_lock(self.staging + _LOCK_SUFFIX)
+        if self._lock_fd is None:
+            raise OutputBusyError(
+                f"--output {self.output}: the staging directory {self.staging} is in use "
+                "by another process"
+            )
+        if not self.committed():
+            os.makedirs(self.temporary, exist_ok=True)
+
+    def committed(self) -> bool:
+        """Whether this job's output was published already (before a master restart)."""
+        if os.path.lexists(self.staging):
+            return False
+        try:
+            with open(os.path.join(self.output, SUMMARY_FILE), encoding="utf-8") as f:
+                return bool(json.load(f).get("job_id") == self.job_id)
+        except (OSError, ValueError, AttributeError):
+            return False
+
     def _release(self) -> None:
         """Let go of the staging directory's lock (the job is over)."""
         if self._lock_fd is not None:
@@ -132,14 +160,32 @@ class OutputCommitter:
         os.replace(source, target)
         return target
 
-    def commit_job(self, summary: dict[str, Any]) -> None:
-        """Write the summary and ``_SUCCESS``, then publish the output directory."""
+    def commit_job(self, summary: dict[str, Any], partitions: int) -> None:
+        """Write the summary and ``_SUCCESS``, then publish the output directory.
+
+        Committing again a job whose output was published (a master that died
+        before it could record the commit) does nothing.
+
+        Raises:
+            OutputError: a partition's file is missing from the staging directory.
+        """
         try:
-            self._publish(summary)
+            if not self.committed():
+                self._publish(summary, partitions)
         finally:
             self._release()
 
-    def _publish(self, summary: dict[str, Any]) -> None:
+    def _publish(self, summary: dict[str, Any], partitions: int) -> None:
+        missing = [
+            part_name(p)
+            for p in range(partitions)
+            if not os.path.isfile(os.path.join(self.staging, part_name(p)))
+        ]
+        if missing:
+            raise OutputError(
+                f"{len(missing)} committed partition(s) are missing from {self.staging} "
+                f"(first: {missing[0]}); the output is left as it was"
+            )
         shutil.rmtree(self.temporary, ignore_errors=True)
         summary_path = os.path.join(self.staging, SUMMARY_FILE)
         with open(summary_path, "w", encoding="utf-8") as f:
@@ -166,8 +212,7 @@ class OutputCommitter:
                 os.replace(self.trash, self.output)
             raise
         _fsync(self.parent)
-        if replaced:
-            shutil.rmtree(self.trash, ignore_errors=True)
+        shutil.rmtree(self.trash, ignore_errors=True)
 
     def abort(self) -> None:
         """Remove everything staged; the output directory is left as it was."""

@@ -16,7 +16,6 @@ writes its output to the path it is given, and the caller commits.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import functools
 import gc
 import inspect
@@ -29,10 +28,11 @@ import time
 import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 from mapreduce import context
+from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.dataflow.formats import read_batches
 from mapreduce.dataflow.keys import STR_TAG, decode_key
 from mapreduce.dataflow.partition import make_partitioner
@@ -43,7 +43,6 @@ from mapreduce.dataflow.sort import (
     merge_run_files,
     partition_and_sort,
 )
-from mapreduce.dataflow.splits import InputSplit
 from mapreduce.errors import BadRecordError
 from mapreduce.jobfile import Job, load_job
 
@@ -68,35 +67,6 @@ _LINES_PER_WRITE = 4096
 _STR_TAG_BYTE = STR_TAG[0]
 #: How many times its serialised size a reduce task's input takes in memory, at most.
 _IN_MEMORY_FACTOR = 8
-
-
-@dataclass(frozen=True)
-class JobPlan:
-    """Everything every task of a job needs to know; plain values only.
-
-    Attributes:
-        job_id: the job's id.
-        job_path: the job file.
-        input_format: ``lines``, ``files``, ``jsonl`` or ``tsv``.
-        num_reducers: R.
-        params: the ``--param`` values.
-        memory_bytes: the in-memory budget of a map task's buffer before it spills.
-        use_combiner: whether the job's ``combine`` runs.
-        boundaries: range-partition boundaries (serialised keys), or None.
-    """
-
-    job_id: str
-    job_path: str
-    input_format: str
-    num_reducers: int
-    params: dict[str, str] = field(default_factory=dict)
-    memory_bytes: int = 256 << 20
-    use_combiner: bool = True
-    boundaries: tuple[bytes, ...] | None = None
-
-    def with_boundaries(self, boundaries: tuple[bytes, ...]) -> JobPlan:
-        """A copy of this plan with range-partition ``boundaries``."""
-        return dataclasses.replace(self, boundaries=boundaries)
 
 
 @dataclass(frozen=True)
@@ -223,16 +193,16 @@ def _setup(job: Job) -> None:
 class _MapBuffer:
     """The map task's in-memory output, grouped by key, and its spills."""
 
-    def __init__(self, job: Job, plan: JobPlan, workdir: str) -> None:
+    def __init__(self, job: Job, spec: JobSpec, workdir: str) -> None:
         self.job = job
-        self.plan = plan
+        self.spec = spec
         self.workdir = workdir
         self.partitioner = make_partitioner(
-            plan.num_reducers,
+            spec.num_reducers,
             job.partition_fn,
-            list(plan.boundaries) if plan.boundaries is not None else None,
+            list(spec.boundaries) if spec.boundaries is not None else None,
         )
-        self.combine_fn = job.combine_fn if plan.use_combiner else None
+        self.combine_fn = job.combine_fn if spec.use_combiner else None
         self.spill_files: list[list[str]] = []
         self._records_at_check = 0
         self._size_after_check = 0
@@ -260,7 +230,7 @@ class _MapBuffer:
         """
         if gc.get_count()[0] > _YOUNG_OBJECTS:  # collect cycles made since (_collector_paused)
             gc.collect(0)
-        limit = self.plan.memory_bytes
+        limit = self.spec.memory_bytes
         size = self.estimate(buffer)
         growth = (size - self._size_after_check) / max(1, records - self._records_at_check)
         spilled = False
@@ -279,7 +249,7 @@ class _MapBuffer:
     def sorted_parts(self, buffer: dict[Any, list[Any]]) -> list[list[Group]]:
         try:
             return partition_and_sort(
-                buffer, self.partitioner, self.plan.num_reducers, self.combine_fn
+                buffer, self.partitioner, self.spec.num_reducers, self.combine_fn
             )
         except Exception as exc:
             raise TaskError(_describe(exc), _user_traceback(exc)) from exc
@@ -309,7 +279,7 @@ class _MapBuffer:
         if self.spill_files:
             if buffer:
                 self.spill(buffer)
-            for part in range(self.plan.num_reducers):
+            for part in range(self.spec.num_reducers):
                 path = os.path.join(self.workdir, f"part-{part:05d}.run")
                 inputs = [spill[part] for spill in self.spill_files]
                 try:
@@ -403,7 +373,8 @@ def _failing_record(
 
 
 def run_map_task(
-    plan: JobPlan,
+    spec: JobSpec,
+    job_file: str,
     index: int,
     split: InputSplit,
     workdir: str,
@@ -425,13 +396,13 @@ def run_map_task(
         TaskError: the attempt failed outside a record.
     """
     started = time.monotonic()
-    job = load_job(plan.job_path)
+    job = load_job(job_file)
     task_id = map_task_id(index)
     counters: Counter[str] = Counter()
     task = context.TaskContext(
-        plan.job_id, task_id, "map", index, attempt, worker, plan.num_reducers
+        spec.job_id, task_id, "map", index, attempt, worker, spec.num_reducers
     )
-    buffers = _MapBuffer(job, plan, workdir)
+    buffers = _MapBuffer(job, spec, workdir)
     map_fn = job.map_fn
     generator = inspect.isgeneratorfunction(map_fn)
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
@@ -439,10 +410,10 @@ def run_map_task(
     next_check = _MIN_CHECK
     pacer = _Pacer(_CHUNK)
     chunk = pacer.size
-    with context.activated(task, plan.params, counters), _collector_paused():
+    with context.activated(task, spec.params, counters), _collector_paused():
         _setup(job)
         try:
-            for offsets, keys, values in read_batches(split, plan.input_format, skip):
+            for offsets, keys, values in read_batches(split, spec.input_format, skip):
                 start, size = 0, len(keys)
                 while start < size:
                     # a chunk ends where the buffer's size is due to be checked
@@ -505,7 +476,8 @@ class _Counted:
 
 
 def run_reduce_task(
-    plan: JobPlan,
+    spec: JobSpec,
+    job_file: str,
     partition: int,
     runs: list[str],
     out_path: str,
@@ -526,19 +498,19 @@ def run_reduce_task(
         TaskError: the attempt failed outside a key group (a corrupt run).
     """
     started = time.monotonic()
-    job = load_job(plan.job_path)
+    job = load_job(job_file)
     reduce_fn = job.reduce_fn
     task_id = reduce_task_id(partition)
     counters: Counter[str] = Counter()
     task = context.TaskContext(
-        plan.job_id, task_id, "reduce", partition, attempt, worker, plan.num_reducers
+        spec.job_id, task_id, "reduce", partition, attempt, worker, spec.num_reducers
     )
     counted = _Counted()
     lines = 0
     input_bytes = sum(os.path.getsize(p) for p in runs)
     key: Any = None
     with (
-        context.activated(task, plan.params, counters),
+        context.activated(task, spec.params, counters),
         _collector_paused(),
         open(out_path, "w", encoding="utf-8", newline="\n") as out,
     ):
@@ -548,7 +520,7 @@ def run_reduce_task(
         try:
             # Runs that fit the memory budget together (unpickled objects take several
             # times their serialised size) are grouped in a table, others merged.
-            if input_bytes * _IN_MEMORY_FACTOR <= plan.memory_bytes:
+            if input_bytes * _IN_MEMORY_FACTOR <= spec.memory_bytes:
                 counted.values, groups = grouped_values_in_memory([read_run(p) for p in runs])
             else:
                 groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))

@@ -16,22 +16,11 @@ from __future__ import annotations
 import glob
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 
+from mapreduce.core.spec import InputSplit
 from mapreduce.errors import InputError
 
-
-@dataclass(frozen=True)
-class InputSplit:
-    """A byte range ``[start, end)`` of one input file: the input of one map task.
-
-    For unsplittable inputs (``.gz``, the ``files`` format) ``start`` is 0 and
-    ``end`` is the file's size on disk.
-    """
-
-    path: str
-    start: int
-    end: int
+__all__ = ["InputSplit", "expand_inputs", "plan_splits"]
 
 
 def _hidden(name: str) -> bool:

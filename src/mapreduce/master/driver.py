@@ -1,102 +1,134 @@
-"""The master's shell: owns the state machine, the clock, the lock; carries out actions.
+"""The master's shell: owns the state machine, the journal, the clock and the lock.
 
-The gRPC servicer turns each request into one event and calls
-:meth:`MasterDriver.handle`; a ticker thread sends :class:`~mapreduce.core.events.Tick`.
-Actions that need I/O (committing or aborting a job's output) and actions that
-are delivered later (kills, through heartbeat replies) are carried out here.
+Every durable event goes the same way (:meth:`MasterDriver.handle`): under
+the lock the core applies it and the event is appended to the journal; the
+lock is released, the journal syncs (group commit: concurrent requests share
+one fsync), and only then is anything acted on: a reply sent, an output
+committed.  A crash therefore never leaves a decision visible that the
+journal does not hold.  Heartbeats and ticks only touch
+:class:`~mapreduce.core.liveness.Liveness`; the durable events it derives go
+through :meth:`handle` like the rest.
+
+The I/O the core asks for (committing or aborting a job's output) is done by
+an output thread, which reports back with ``JobCommitted`` / ``JobCommitFailed``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
+import logging
+import pickle
 import queue
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
-from mapreduce.core.master import JobState, MasterConfig, MasterState
-from mapreduce.core.tasks import AttemptState, TaskKind, TaskState
+from mapreduce.core import queries
+from mapreduce.core.liveness import Liveness
+from mapreduce.core.master import ACTIVE, JobState, MasterConfig, MasterState
+from mapreduce.core.spec import JobSpec
 from mapreduce.dataflow.commit import OutputCommitter
-from mapreduce.dataflow.runner import TaskResult
 from mapreduce.errors import MapReduceError
-from mapreduce.rpc.convert import ShippedJob
-from mapreduce.summary import JobSummary, SkippedRecord
+from mapreduce.master.journal import Journal, MemoryJournal
+from mapreduce.master.logs import LogStore
+
+log = logging.getLogger("mapreduce.master")
+
+#: A snapshot is written after this many journal records at least (more for big jobs).
+SNAPSHOT_EVERY = 20_000
+
+
+def wall_clock() -> Callable[[], float]:
+    """Seconds since the Unix epoch that never go backwards within this process.
+
+    Durable events carry these times, so they keep their meaning after a restart
+    and on another host; within one process they advance with the monotonic
+    clock, so a step of the system clock does not expire every worker at once.
+    """
+    wall, mono = time.time(), time.monotonic()
+    return lambda: wall + (time.monotonic() - mono)
 
 
 @dataclass(frozen=True)
-class FailedAttempt:
-    """A failed attempt, as the status page and ``mapreduce logs`` show it."""
+class Assignment:
+    """A task handed to a worker, with what the reply needs (the job's spec)."""
 
-    task: str
-    attempt: int
-    worker: str
-    reason: str
-    record: str
-    traceback: str
-    at: float
-
-    def line(self) -> str:
-        where = f" on record {self.record}" if self.record else ""
-        return f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: {self.reason}"
-
-
-@dataclass
-class LostWorker:
-    worker_id: str
-    address: str
-    reason: str
-    at: float
-    last_heartbeat: float
-
-
-@dataclass
-class JobEntry:
-    """What the shell keeps about a job besides the state machine's record."""
-
-    shipped: ShippedJob
-    committer: OutputCommitter
-    submitted: float
-    results: dict[tuple[TaskKind, int], TaskResult] = field(default_factory=dict)
-    summary_json: str = ""
-    finished: float | None = None
-    maps_done_at: float | None = None
-    #: map outputs announced and retracted, in order: (index, attempt, address, retracted)
-    output_log: list[tuple[int, int, str, bool]] = field(default_factory=list)
-    failures: list[FailedAttempt] = field(default_factory=list)
-    #: the end of each attempt's log: (kind, index, attempt) -> text
-    logs: dict[tuple[TaskKind, int, int], str] = field(default_factory=dict)
+    action: act.AssignTask
+    spec: JobSpec
 
 
 class MasterDriver:
-    """Serialises events into the :class:`MasterState` and executes its actions."""
+    """Serialises events into the :class:`MasterState`, journals them, carries out actions.
+
+    Args:
+        config: the master's timeouts and limits.
+        journal: where durable events go; :class:`MemoryJournal` (nothing
+            survives the process) when None.
+        logs: where the ends of attempt logs are kept.
+        clock: the time source (tests pass a fake one).
+        tick_interval: seconds between liveness checks.
+    """
 
     def __init__(
         self,
         config: MasterConfig | None = None,
-        clock: Callable[[], float] = time.monotonic,
+        journal: Journal | None = None,
+        logs: LogStore | None = None,
+        clock: Callable[[], float] | None = None,
         tick_interval: float = 0.5,
     ) -> None:
-        self.state = MasterState(config)
-        self.clock = clock
+        self.config = config or MasterConfig()
+        self.journal: Journal = journal or MemoryJournal()
+        self.logs = logs or LogStore()
+        self.clock = clock or wall_clock()
         self.lock = threading.RLock()
         self.changed = threading.Condition(self.lock)
-        self.jobs: dict[str, JobEntry] = {}
-        self.finished_jobs: list[str] = []
-        self.lost_workers: dict[str, LostWorker] = {}
-        self.addresses: dict[str, str] = {}
-        self.started = self.now()
+        self.state = MasterState(self.config)
+        self.liveness = Liveness(self.now())
+        self.committers: dict[str, OutputCommitter] = {}
+        self.recovery_messages: list[str] = []
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
-        self._outputs: queue.Queue[tuple[str, dict[str, Any] | None]] = queue.Queue()
+        self._outputs: queue.Queue[tuple[str, str]] = queue.Queue()
         self._output_thread = threading.Thread(
             target=self._output_loop, name="master-output", daemon=True
         )
+
+    # -- life cycle -------------------------------------------------------------
+
+    def recover(self) -> None:
+        """Rebuild the state from the journal, start a new epoch, resume unfinished jobs."""
+        recovered = self.journal.recover()
+        self.recovery_messages = list(recovered.messages)
+        for message in recovered.messages:
+            log.warning("journal: %s", message)
+        state = MasterState(self.config)
+        if recovered.snapshot is not None:
+            state = pickle.loads(recovered.snapshot)
+            state.config = self.config
+        for record in recovered.records:
+            state.handle(pickle.loads(record))
+        with self.lock:
+            self.state = state
+            self.liveness = Liveness(self.now())
+            for job_id in state.queue:
+                job = state.jobs[job_id]
+                committer = OutputCommitter(job.spec.output, job_id, overwrite=job.spec.overwrite)
+                if job.state in ACTIVE:
+                    self.committers[job_id] = committer
+                    try:
+                        committer.resume()
+                    except (OSError, MapReduceError) as exc:
+                        log.error("job %s cannot resume its output: %s", job_id, exc)
+                if job.state is JobState.COMMITTING:
+                    self._outputs.put(("commit", job_id))
+                elif job.state in (JobState.FAILED, JobState.CANCELLED):
+                    committer.abort()  # its abort may not have happened before the crash
+        self.handle(ev.MasterStarted(self.now(), state.epoch + 1))
 
     def start(self) -> None:
         self._ticker.start()
@@ -114,194 +146,175 @@ class MasterDriver:
     def now(self) -> float:
         return self.clock()
 
+    # -- events -------------------------------------------------------------------
+
+    def handle(self, event: ev.Event) -> list[act.Action]:
+        """Apply ``event``; return its actions once the journal holds it durably."""
+        with self.lock:
+            actions, seq = self._apply(event)
+        self.journal.sync(seq)
+        self._after(actions)
+        return actions
+
+    def _apply(self, event: ev.Event) -> tuple[list[act.Action], int]:
+        """Apply and journal ``event`` (the lock is held); return its actions and record number."""
+        # The time is read once the lock is held: an event that waited for the
+        # lock must not look older than it is.
+        event = dataclasses.replace(event, now=self.now())
+        actions = self.state.handle(event)
+        seq = 0
+        if isinstance(event, ev.DURABLE) and (
+            not isinstance(event, ev.TaskRequested)
+            or any(isinstance(a, act.AssignTask) for a in actions)
+        ):
+            seq = self.journal.append(pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
+            if self.journal.records_since_snapshot() >= self._snapshot_threshold():
+                self.journal.write_snapshot(
+                    pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
+                )
+        self._observe(event, actions)
+        if actions or not isinstance(event, ev.TaskRequested | ev.HeartbeatReceived):
+            # Wake long-polling task requests; idle polls do not, or idle workers
+            # would wake each other in a loop.
+            self.changed.notify_all()
+        return actions, seq
+
+    def _snapshot_threshold(self) -> int:
+        """Compaction costs O(state): do it after a number of records proportional to it."""
+        tasks = sum(len(job.maps) + len(job.reduces) for job in self.state.jobs.values())
+        return max(SNAPSHOT_EVERY, 2 * tasks)
+
+    def _observe(self, event: ev.Event, actions: list[act.Action]) -> None:
+        """Feed liveness: any word from a current worker incarnation means it is alive."""
+        worker_id = getattr(event, "worker_id", None)
+        incarnation = getattr(event, "incarnation", None)
+        if worker_id is not None and self.state.is_current(worker_id, incarnation or ""):
+            self.liveness.heard_from(worker_id, incarnation or "", event.now)
+        if isinstance(event, ev.HeartbeatReceived):
+            for ref in event.progressed:
+                self.liveness.progressed(ref, event.now)
+        for action in actions:
+            if isinstance(action, act.AssignTask):
+                ref = ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
+                self.liveness.progressed(ref, event.now)
+
+    def _after(self, actions: list[act.Action]) -> None:
+        """Carry out the actions that need I/O, now that they are durable."""
+        for action in actions:
+            match action:
+                case act.CommitJob():
+                    self._outputs.put(("commit", action.job_id))
+                case act.AbortJob() | act.RefuseJob():
+                    self._outputs.put(("abort", action.job_id))
+                case _:
+                    pass  # the servicer answers with assignments, grants and kills
+
     def _tick_loop(self) -> None:
         while not self._stop.wait(self._tick_interval):
-            self.handle(ev.Tick(self.now()))
+            self.tick()
 
-    def handle(
-        self, event: ev.Event, result: TaskResult | None = None, log: str = ""
-    ) -> list[act.Action]:
-        """Apply ``event``.
+    def tick(self) -> None:
+        """Check liveness; each silent worker and stalled attempt becomes a durable event."""
+        with self.lock:
+            found = self.liveness.expired(self.state, self.now())
+        for event in found:
+            self.handle(event)
 
-        Args:
-            event: what happened.
-            result: the stats of a success report, kept if the attempt counts.
-            log: the end of the reported attempt's log.
+    # -- requests that need more than one event -------------------------------
+
+    def submit(self, spec: JobSpec) -> list[act.Action]:
+        """Prepare the job's output and submit it; a known job id is a retried submission.
+
+        Raises:
+            MapReduceError, OSError: the output cannot be used (it exists, or another
+                job of any process writes it).
         """
         with self.lock:
-            # The time is read once the lock is held: an event that waited for the
-            # lock must not look older than it is (a heartbeat, say).
-            event = dataclasses.replace(event, now=self.now())
-            if isinstance(event, ev.WorkerRegistered):
-                self.addresses[event.worker_id] = event.address
-                self.lost_workers.pop(event.worker_id, None)
-            actions = self.state.handle(event)
-            if result is not None and isinstance(
-                event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded
-            ):
-                self._keep_result(event.ref, result)
-            if isinstance(event, ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed):
-                self._keep_log(event, log)
-            if isinstance(event, ev.MapTaskSucceeded):
-                self._note_map_phase(event.ref.job_id, event.now)
-            for action in actions:
-                self._execute(action)
-            if actions or not isinstance(event, ev.TaskRequested | ev.HeartbeatReceived | ev.Tick):
-                # Wake long-polling task requests; idle polls and quiet ticks do not,
-                # or idle workers would wake each other in a loop.
-                self.changed.notify_all()
-            return actions
+            if spec.job_id in self.state.jobs:
+                return []
+            refused = self.state.refusal(spec)
+            if refused:  # the core would refuse it: do not touch the output first
+                return [act.RefuseJob(spec.job_id, refused)]
+            committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
+            committer.prepare()
+            self.committers[spec.job_id] = committer
+            actions, seq = self._apply(ev.JobSubmitted(self.now(), spec))
+        self.journal.sync(seq)
+        self._after(actions)
+        return actions
 
-    def _note_map_phase(self, job_id: str, now: float) -> None:
-        entry, job = self.jobs.get(job_id), self.state.jobs.get(job_id)
-        if entry is not None and job is not None and job.all_done(TaskKind.MAP):
-            entry.maps_done_at = now  # the last map (re-runs included) finished
-
-    def _keep_log(
-        self, event: ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed, log: str
-    ) -> None:
-        ref = event.ref
-        entry = self.jobs.get(ref.job_id)
-        job = self.state.jobs.get(ref.job_id)
-        if entry is None or job is None or ref.index >= len(job.tasks(ref.kind)):
-            return
-        task = job.tasks(ref.kind)[ref.index]
-        attempt = task.attempts.get(ref.attempt)
-        if attempt is None or attempt.worker_id != event.worker_id:
-            return
-        key = (ref.kind, ref.index, ref.attempt)
-        if log:
-            entry.logs[key] = log
-        if (
-            isinstance(event, ev.TaskFailed)
-            and attempt.state is AttemptState.FAILED
-            and not any(f.task == task.task_id and f.attempt == ref.attempt for f in entry.failures)
-        ):
-            entry.failures.append(
-                FailedAttempt(
-                    task.task_id,
-                    ref.attempt,
-                    event.worker_id,
-                    event.reason,
-                    event.record,
-                    event.traceback,
-                    event.now,
+    def request_tasks(
+        self,
+        worker_id: str,
+        incarnation: str,
+        free_slots: int,
+        wait: float,
+        still_asking: Callable[[], bool],
+    ) -> tuple[list[act.Action], list[Assignment]]:
+        """Long poll: hand out tasks, waiting up to ``wait`` seconds for one to be idle."""
+        deadline = time.monotonic() + wait
+        with self.lock:
+            while True:
+                actions, seq = self._apply(
+                    ev.TaskRequested(self.now(), worker_id, incarnation, free_slots)
                 )
-            )
+                remaining = deadline - time.monotonic()
+                if actions or remaining <= 0 or self.stopped or not still_asking():
+                    break
+                self.changed.wait(remaining)
+            assigned = [
+                Assignment(a, self.state.jobs[a.job_id].spec)
+                for a in actions
+                if isinstance(a, act.AssignTask)
+            ]
+        self.journal.sync(seq)
+        return actions, assigned
 
-    def _keep_result(self, ref: ev.AttemptRef, result: TaskResult) -> None:
-        job = self.state.jobs.get(ref.job_id)
-        entry = self.jobs.get(ref.job_id)
-        if job is None or entry is None:
-            return
-        task = job.tasks(ref.kind)[ref.index]
-        if task.completed_attempt == ref.attempt:
-            entry.results[(ref.kind, ref.index)] = result
+    def report(
+        self,
+        event: ev.MapTaskSucceeded | ev.ReduceTaskSucceeded | ev.TaskFailed,
+        log_text: str = "",
+    ) -> list[act.Action]:
+        """A worker's report about an attempt, with the end of the attempt's log."""
+        if log_text:
+            ref = event.ref
+            self.logs.put(ref.job_id, ref.kind, ref.index, ref.attempt, log_text)
+            event = dataclasses.replace(event, has_log=True)
+        return self.handle(event)
 
-    def _execute(self, action: act.Action) -> None:
-        match action:
-            case act.KillAttempt():
-                if action.reason == "no progress" and action.job_id in self.jobs:
-                    task_id = f"{action.kind.value}-{action.index:05d}"
-                    self.jobs[action.job_id].failures.append(
-                        FailedAttempt(
-                            task_id,
-                            action.attempt,
-                            action.worker_id,
-                            "no progress: killed after the task timeout",
-                            "",
-                            "",
-                            self.now(),
-                        )
-                    )
-            case act.WorkerLost():
-                self.lost_workers[action.worker_id] = LostWorker(
-                    action.worker_id,
-                    self.addresses.get(action.worker_id, ""),
-                    action.reason,
-                    self.now(),
-                    action.last_heartbeat,
-                )
-            case act.AnnounceMapOutput():
-                if action.job_id in self.jobs:
-                    self.jobs[action.job_id].output_log.append(
-                        (action.index, action.attempt, action.address, False)
-                    )
-            case act.RetractMapOutput():
-                if action.job_id in self.jobs:
-                    self.jobs[action.job_id].output_log.append(
-                        (action.index, action.attempt, "", True)
-                    )
-            case act.JobSucceeded():
-                # The summary is taken now; the file system work is done by the
-                # output thread, outside the lock (renames and fsyncs can be slow).
-                data = self.summary_of(action.job_id).to_dict()
-                self._outputs.put((action.job_id, data))
-            case act.JobFailed():
-                entry = self.jobs.get(action.job_id)
-                if entry is not None:
-                    entry.finished = self.now()
-                    self._outputs.put((action.job_id, None))
-                self.finished_jobs.append(action.job_id)
-            case _:
-                pass  # the servicer answers with assignments and grants
+    def heartbeat(
+        self, event: ev.HeartbeatReceived, running: list[ev.AttemptRef]
+    ) -> tuple[list[act.Action], list[ev.AttemptRef], list[str]]:
+        """A heartbeat: liveness only.  Returns actions, attempts to kill, finished jobs."""
+        with self.lock:
+            actions, _ = self._apply(event)
+            kills = queries.attempts_to_kill(self.state, running)
+            return actions, kills, queries.finished_jobs(self.state)
 
-    def summary_of(self, job_id: str) -> JobSummary:
-        """The job's summary from the committed attempts so far (call with the lock held)."""
-        entry = self.jobs[job_id]
-        job = self.state.jobs[job_id]
-        summary = JobSummary(plan=entry.shipped.plan, output=entry.committer.output)
-        for kind, tasks, results in (
-            (TaskKind.MAP, job.maps, summary.map_results),
-            (TaskKind.REDUCE, job.reduces, summary.reduce_results),
-        ):
-            for task in tasks:
-                found = entry.results.get((kind, task.index))
-                if found is not None and task.state is TaskState.COMPLETED:
-                    results.append(found)
-        for task in [*job.maps, *job.reduces]:
-            summary.skipped.extend(
-                SkippedRecord(task.task_id, record, "crashed user code in repeated attempts")
-                for record in task.skip
-            )
-        end = entry.finished or self.now()
-        if entry.maps_done_at is not None:
-            summary.phase_seconds["map"] = entry.maps_done_at - entry.submitted
-            summary.phase_seconds["reduce"] = end - entry.maps_done_at
-        summary.phase_seconds["total"] = end - entry.submitted
-        return summary
+    # -- output ----------------------------------------------------------------------
 
     def _output_loop(self) -> None:
         """Commit the output of succeeded jobs and remove that of failed ones, in order."""
         while True:
-            job_id, data = self._outputs.get()
+            what, job_id = self._outputs.get()
             with self.lock:
-                entry = self.jobs[job_id]
-            if data is None:
-                entry.committer.abort()
+                committer = self.committers.pop(job_id, None)
+                job = self.state.jobs.get(job_id)
+                summary = queries.job_summary(self.state, job_id).to_dict() if job else None
+                partitions = job.spec.num_reducers if job else 0
+            if committer is None:
                 continue
-            error = ""
+            if what == "abort":
+                committer.abort()
+                continue
+            if summary is None:
+                continue
             try:
-                entry.committer.commit_job(data)
+                committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:
-                error = f"committing the output failed: {exc}"
-            with self.lock:
-                job = self.state.jobs[job_id]
-                entry.finished = self.now()
-                self.finished_jobs.append(job_id)
-                if error:
-                    job.state = JobState.FAILED
-                    job.reason = error
-                else:
-                    entry.summary_json = json.dumps(data, sort_keys=True)
-                self.changed.notify_all()
-
-    # -- queries for the servicer ------------------------------------------------
-
-    def attempt_running(self, ref: ev.AttemptRef) -> bool:
-        with self.lock:
-            job = self.state.jobs.get(ref.job_id)
-            if job is None or ref.index >= len(job.tasks(ref.kind)):
-                return False
-            attempt = job.tasks(ref.kind)[ref.index].attempts.get(ref.attempt)
-            return attempt is not None and attempt.state is AttemptState.RUNNING
+                log.error("committing the output of %s failed: %s", job_id, exc)
+                self.handle(
+                    ev.JobCommitFailed(self.now(), job_id, f"committing the output failed: {exc}")
+                )
+            else:
+                self.handle(ev.JobCommitted(self.now(), job_id))

@@ -7,9 +7,8 @@ request can crash the server.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-import time
+import json
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -17,10 +16,11 @@ import grpc
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
+from mapreduce.core import queries
+from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind
-from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.errors import MapReduceError
-from mapreduce.master.driver import JobEntry, MasterDriver
+from mapreduce.master.driver import MasterDriver
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -47,7 +47,14 @@ def _guarded(method: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+#: Caps on what a report may carry (the rest is cut), so no request can grow the master much.
+MAX_REASON = 4096
+MAX_TRACEBACK = 16 << 10
+
+
 class MasterService(pb_grpc.MasterServicer):
+    """Translates each request into events for the driver, and snapshots into replies."""
+
     def __init__(self, driver: MasterDriver) -> None:
         self.driver = driver
         self._specs: dict[str, pb.JobSpec] = {}
@@ -68,17 +75,24 @@ class MasterService(pb_grpc.MasterServicer):
         w = request.worker
         if not w.worker_id or not w.incarnation or not request.shuffle_address:
             raise convert.BadMessage("worker id, incarnation and shuffle address are required")
+        held = tuple(convert.map_output_from_pb(h) for h in request.held)
         self.driver.handle(
             ev.WorkerRegistered(
                 self._now(),
                 w.worker_id,
                 w.incarnation,
                 request.shuffle_address,
-                max(1, request.slots),
+                max(1, min(request.slots, 1024)),
+                request.rejoin,
+                held,
+                tuple(convert.attempt_from_pb(a) for a in request.running),
             )
         )
+        with self.driver.lock:
+            forget = queries.jobs_to_forget(self.driver.state, {h.job_id for h in held})
+            epoch = self.driver.state.epoch
         interval = min(HEARTBEAT_INTERVAL, self.driver.state.config.worker_timeout / 4)
-        return pb.RegisterWorkerReply(heartbeat_interval=interval)
+        return pb.RegisterWorkerReply(heartbeat_interval=interval, epoch=epoch, forget_jobs=forget)
 
     @_guarded
     def Heartbeat(
@@ -87,19 +101,14 @@ class MasterService(pb_grpc.MasterServicer):
         w = request.worker
         progressed = tuple(convert.attempt_from_pb(a) for a in request.progressed)
         running = [convert.attempt_from_pb(a) for a in request.running]
-        with self.driver.lock:
-            out = self.driver.handle(
-                ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, progressed)
-            )
-            reregister = any(isinstance(a, act.ReRegisterWorker) for a in out)
-            # Kill every attempt the worker runs that the master does not: a kill
-            # lost with a reply is sent again with the next one.
-            kills = [ref for ref in running if not self.driver.attempt_running(ref)]
-            finished = list(self.driver.finished_jobs)
+        out, kills, finished = self.driver.heartbeat(
+            ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, progressed), running
+        )
         return pb.HeartbeatReply(
             kill=[convert.attempt_to_pb(k) for k in kills],
-            reregister=reregister,
-            finished_jobs=finished[-100:],
+            reregister=any(isinstance(a, act.ReRegisterWorker) for a in out),
+            finished_jobs=finished,
+            epoch=self.driver.state.epoch,
         )
 
     @_guarded
@@ -107,50 +116,43 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.RequestTaskRequest, context: grpc.ServicerContext
     ) -> pb.RequestTaskReply:
         w = request.worker
-        deadline = time.monotonic() + LONG_POLL_SECONDS
-        with self.driver.lock:
-            # Long poll: an idle worker's request waits (briefly) for work to appear, so
-            # tasks start at once without workers polling the master in a tight loop.
-            while True:
-                out = self.driver.handle(
-                    ev.TaskRequested(self._now(), w.worker_id, w.incarnation, request.free_slots)
-                )
-                remaining = deadline - time.monotonic()
-                if out or remaining <= 0 or self.driver.stopped or not context.is_active():
-                    break
-                self.driver.changed.wait(remaining)
-            reply = pb.RequestTaskReply(
-                reregister=any(isinstance(a, act.ReRegisterWorker) for a in out)
+        # Long poll: an idle worker's request waits (briefly) for work to appear, so
+        # tasks start at once without workers polling the master in a tight loop.
+        out, assigned = self.driver.request_tasks(
+            w.worker_id,
+            w.incarnation,
+            min(request.free_slots, 1024),
+            LONG_POLL_SECONDS,
+            context.is_active,
+        )
+        reply = pb.RequestTaskReply(
+            reregister=any(isinstance(a, act.ReRegisterWorker) for a in out)
+        )
+        specs: set[str] = set()
+        for assignment in assigned:
+            action, spec = assignment.action, assignment.spec
+            ref = ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
+            task = pb.TaskAssignment(
+                attempt=convert.attempt_to_pb(ref),
+                skip=list(action.skip),
+                num_maps=spec.num_maps,
+                epoch=action.epoch,
             )
-            specs: set[str] = set()
-            for action in out:
-                if not isinstance(action, act.AssignTask):
-                    continue
-                entry = self.driver.jobs[action.job_id]
-                ref = ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
-                assignment = pb.TaskAssignment(
-                    attempt=convert.attempt_to_pb(ref),
-                    skip=list(action.skip),
-                    num_maps=len(entry.shipped.splits),
-                )
-                if action.kind is TaskKind.MAP:
-                    assignment.split.CopyFrom(
-                        convert.split_to_pb(entry.shipped.splits[action.index])
-                    )
-                reply.tasks.append(assignment)
-                if action.job_id not in specs:
-                    specs.add(action.job_id)
-                    reply.jobs.append(self._spec_without_splits(action.job_id))
-            return reply
+            if action.kind is TaskKind.MAP:
+                task.split.CopyFrom(convert.split_to_pb(spec.splits[action.index]))
+            reply.tasks.append(task)
+            if action.job_id not in specs:
+                specs.add(action.job_id)
+                reply.jobs.append(self._spec_without_splits(spec))
+        return reply
 
-    def _spec_without_splits(self, job_id: str) -> pb.JobSpec:
-        """The job's spec for workers (code, plan), built once per job."""
-        spec = self._specs.get(job_id)
-        if spec is None:
-            shipped = self.driver.jobs[job_id].shipped
-            spec = convert.job_to_pb(dataclasses.replace(shipped, splits=()))
-            self._specs[job_id] = spec
-        return spec
+    def _spec_without_splits(self, spec: JobSpec) -> pb.JobSpec:
+        """The job's spec for workers (code, settings; splits go with each map task)."""
+        message = self._specs.get(spec.job_id)
+        if message is None:
+            message = convert.job_to_pb(spec.replace(splits=()))
+            self._specs[spec.job_id] = message
+        return message
 
     def _succeeded(
         self,
@@ -159,11 +161,10 @@ class MasterService(pb_grpc.MasterServicer):
     ) -> pb.Ack:
         ref = convert.attempt_from_pb(request.attempt)
         w = request.worker
-        stats = request.stats
         event = event_type(
-            self._now(), w.worker_id, w.incarnation, ref, stats.output_bytes, dict(stats.counters)
+            self._now(), w.worker_id, w.incarnation, ref, convert.stats_from_pb(request.stats)
         )
-        self.driver.handle(event, convert.stats_from_pb(ref, stats), request.log)
+        self.driver.report(event, request.log)
         return pb.Ack()
 
     @_guarded
@@ -181,7 +182,8 @@ class MasterService(pb_grpc.MasterServicer):
         out = self.driver.handle(
             ev.ReduceCommitRequested(self._now(), w.worker_id, w.incarnation, ref)
         )
-        return pb.RequestCommitReply(granted=any(isinstance(a, act.GrantCommit) for a in out))
+        grants = [a for a in out if isinstance(a, act.GrantCommit)]
+        return pb.RequestCommitReply(granted=bool(grants), epoch=grants[0].epoch if grants else 0)
 
     @_guarded
     def ReportReduceDone(
@@ -195,17 +197,17 @@ class MasterService(pb_grpc.MasterServicer):
     ) -> pb.Ack:
         ref = convert.attempt_from_pb(request.attempt)
         w = request.worker
-        self.driver.handle(
+        self.driver.report(
             ev.TaskFailed(
                 self._now(),
                 w.worker_id,
                 w.incarnation,
                 ref,
-                request.reason,
-                request.record,
-                request.traceback,
+                request.reason[:MAX_REASON],
+                request.record[:MAX_REASON],
+                request.traceback[-MAX_TRACEBACK:],
             ),
-            log=request.log,
+            request.log,
         )
         return pb.Ack()
 
@@ -233,76 +235,61 @@ class MasterService(pb_grpc.MasterServicer):
     ) -> pb.GetMapOutputsReply:
         ref = convert.attempt_from_pb(request.reduce_attempt)
         with self.driver.lock:
-            log = self.driver.jobs[ref.job_id].output_log
-            entries = log[request.since :]
-            alive = self.driver.attempt_running(ref) and self.driver.state.is_current(
+            state = self.driver.state
+            entries = queries.map_outputs_since(state, ref.job_id, request.since)
+            alive = state.attempt_running(ref) and state.is_current(
                 request.worker.worker_id, request.worker.incarnation
             )
             return pb.GetMapOutputsReply(
                 outputs=[
                     pb.MapOutputLocation(
-                        map_index=i, map_attempt=a, address=addr, retracted=retracted
+                        map_index=e.index,
+                        map_attempt=e.attempt,
+                        address=e.address,
+                        retracted=e.retracted,
                     )
-                    for i, a, addr, retracted in entries
+                    for e in entries
                 ],
                 attempt_alive=alive,
-                next=len(log),
+                next=queries.output_log_length(state, ref.job_id),
             )
 
     @_guarded
     def SubmitJob(
         self, request: pb.SubmitJobRequest, context: grpc.ServicerContext
     ) -> pb.SubmitJobReply:
-        shipped = convert.job_from_pb(request.spec)
-        job_id = shipped.plan.job_id
-        with self.driver.lock:
-            if job_id in self.driver.jobs:
-                return pb.SubmitJobReply(job_id=job_id)  # a retried submission
-            for other in self.driver.jobs.values():
-                if other.shipped.output == shipped.output and other.finished is None:
-                    context.abort(
-                        grpc.StatusCode.FAILED_PRECONDITION,
-                        f"job {other.shipped.plan.job_id} already writes to {shipped.output}",
-                    )
-            committer = OutputCommitter(shipped.output, job_id, overwrite=request.overwrite)
-            try:
-                committer.prepare()
-            except (MapReduceError, OSError) as exc:
-                context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
-            now = self._now()
-            self.driver.jobs[job_id] = JobEntry(shipped, committer, now)
-            self.driver.handle(
-                ev.JobSubmitted(
-                    now,
-                    job_id,
-                    len(shipped.splits),
-                    shipped.plan.num_reducers,
-                    max(1, request.max_attempts or 4),
-                    request.skip_bad_records,
-                    request.backup_tasks,
-                )
-            )
-        return pb.SubmitJobReply(job_id=job_id)
+        spec = convert.job_from_pb(request.spec)
+        try:
+            out = self.driver.submit(spec)
+        except (MapReduceError, OSError) as exc:
+            context.abort(grpc.StatusCode.FAILED_PRECONDITION, str(exc))
+        for action in out:
+            if isinstance(action, act.RefuseJob):
+                context.abort(grpc.StatusCode.FAILED_PRECONDITION, action.reason)
+        return pb.SubmitJobReply(job_id=spec.job_id)
 
     def _job_status(self, job_id: str) -> pb.JobStatus:
-        from mapreduce.web.views import job_brief
-
-        brief = job_brief(self.driver, job_id)
-        entry = self.driver.jobs[job_id]
+        """A job's status (call with the driver's lock held).  Raises KeyError."""
+        state = self.driver.state
+        brief = queries.job_brief(state, job_id, self._now())
+        job = state.jobs[job_id]
+        summary = queries.finished_summary(state, job_id)
         return pb.JobStatus(
             job_id=job_id,
-            state=brief["state"],
-            reason=brief["reason"],
-            maps_total=brief["maps"]["total"],
-            maps_done=brief["maps"]["completed"],
-            reduces_total=brief["reduces"]["total"],
-            reduces_done=brief["reduces"]["completed"],
-            failed_attempts=brief["failed_attempts"],
-            summary_json=entry.summary_json,
-            failures=[f.line() for f in entry.failures],
-            elapsed_seconds=brief["elapsed_seconds"],
-            input_bytes_done=brief["input_bytes_done"],
-            input_bytes_total=brief["input_bytes_total"],
+            state=brief.state,
+            reason=brief.reason,
+            maps_total=brief.maps.total,
+            maps_done=brief.maps.completed,
+            reduces_total=brief.reduces.total,
+            reduces_done=brief.reduces.completed,
+            failed_attempts=brief.failed_attempts,
+            summary_json=json.dumps(summary, sort_keys=True) if summary else "",
+            failures=[f.line() for f in job.failures],
+            elapsed_seconds=brief.elapsed_seconds,
+            input_bytes_done=brief.input_bytes_done,
+            input_bytes_total=brief.input_bytes_total,
+            map_attempts=sum(len(t.attempts) for t in job.maps),
+            reduce_attempts=sum(len(t.attempts) for t in job.reduces),
         )
 
     @_guarded
@@ -317,7 +304,7 @@ class MasterService(pb_grpc.MasterServicer):
         with self.driver.lock:
             if request.job_id not in self.driver.state.jobs:
                 raise KeyError(request.job_id)
-            self.driver.handle(ev.JobCancelled(self._now(), request.job_id))
+        self.driver.handle(ev.JobCancelled(self._now(), request.job_id))
         return pb.Ack()
 
     @_guarded
@@ -325,37 +312,35 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.GetClusterStatusRequest, context: grpc.ServicerContext
     ) -> pb.ClusterStatus:
         with self.driver.lock:
-            now = self._now()
+            snapshot = queries.cluster(self.driver.state, self.driver.liveness, self._now())
             workers = [
                 pb.WorkerStatus(
-                    worker_id=w.worker_id,
+                    worker_id=w.id,
                     address=w.address,
                     slots=w.slots,
                     running=len(w.running),
-                    last_heartbeat_age=now - w.last_heartbeat,
+                    last_heartbeat_age=w.last_heartbeat_seconds,
                 )
-                for w in sorted(self.driver.state.workers.values(), key=lambda w: w.worker_id)
+                for w in snapshot.workers
+                if w.state == "alive"
             ]
-            jobs = [self._job_status(job_id) for job_id in self.driver.state.queue]
-        return pb.ClusterStatus(workers=workers, jobs=jobs)
+            jobs = [self._job_status(job.id) for job in snapshot.jobs]
+        return pb.ClusterStatus(workers=workers, jobs=jobs, epoch=snapshot.epoch)
 
     @_guarded
     def GetTaskLogs(
         self, request: pb.GetTaskLogsRequest, context: grpc.ServicerContext
     ) -> pb.TaskLogs:
-        from mapreduce.web.views import task_logs_view
-
-        view = task_logs_view(self.driver, request.job_id, request.task)
+        with self.driver.lock:
+            attempts = queries.task_logs(
+                self.driver.state, request.job_id, request.task, self.driver.logs.get
+            )
         return pb.TaskLogs(
             attempts=[
                 pb.AttemptLog(
-                    attempt=a["attempt"],
-                    worker=a["worker"],
-                    state=a["state"],
-                    log=a["log"],
-                    error=a["error"],
+                    attempt=a.attempt, worker=a.worker, state=a.state, log=a.log, error=a.error
                 )
-                for a in view["attempts"]
+                for a in attempts
             ]
         )
 
@@ -363,7 +348,8 @@ class MasterService(pb_grpc.MasterServicer):
 def serve_master(
     listen: str, driver: MasterDriver, max_workers: int = 128
 ) -> tuple[grpc.Server, int]:
-    """Start the Master service on ``listen`` (port 0: any); return the server and its port."""
+    """Recover the driver's state, then serve on ``listen`` (port 0: any); return server, port."""
+    driver.recover()
     server, port = convert.start_grpc_server(
         listen,
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),

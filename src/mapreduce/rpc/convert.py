@@ -6,21 +6,19 @@ set explicitly (gRPC's default receive limit is 4 MiB).
 
 from __future__ import annotations
 
-import os
-import re
 from collections.abc import Callable
 from concurrent import futures
-from dataclasses import dataclass
 
 import grpc
 
-from mapreduce.core.events import AttemptRef
-from mapreduce.core.tasks import TaskKind
-from mapreduce.dataflow.runner import JobPlan, TaskResult
-from mapreduce.dataflow.splits import InputSplit
+from mapreduce.core import spec as spec_rules
+from mapreduce.core.events import AttemptRef, MapOutputRef
+from mapreduce.core.spec import InputSplit, JobSpec
+from mapreduce.core.tasks import TaskKind, TaskStats
+from mapreduce.dataflow.runner import TaskResult
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 #: Largest message accepted or sent: job specs carry the job's code.
 MAX_MESSAGE_BYTES = 64 << 20
@@ -40,18 +38,6 @@ class BadMessage(ValueError):
     """A request carries an invalid value (answered with INVALID_ARGUMENT)."""
 
 
-@dataclass(frozen=True)
-class ShippedJob:
-    """A job as submitted: its plan, its code and where its output goes."""
-
-    plan: JobPlan
-    job_file_name: str
-    job_source: bytes
-    py_files: tuple[tuple[str, bytes], ...]
-    output: str
-    splits: tuple[InputSplit, ...]
-
-
 def attempt_to_pb(ref: AttemptRef) -> pb.AttemptId:
     return pb.AttemptId(
         job_id=ref.job_id, kind=_KINDS[ref.kind], index=ref.index, attempt=ref.attempt
@@ -65,6 +51,23 @@ def attempt_from_pb(msg: pb.AttemptId) -> AttemptRef:
     return AttemptRef(msg.job_id, _KINDS_BACK[msg.kind], msg.index, msg.attempt)
 
 
+def map_output_to_pb(ref: MapOutputRef) -> pb.MapOutputId:
+    return pb.MapOutputId(job_id=ref.job_id, map_index=ref.index, map_attempt=ref.attempt)
+
+
+def map_output_from_pb(msg: pb.MapOutputId) -> MapOutputRef:
+    check_job_id(msg.job_id)
+    return MapOutputRef(msg.job_id, msg.map_index, msg.map_attempt)
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids name directories on the master and the workers: letters, digits, ``_.-``."""
+    try:
+        return spec_rules.check_job_id(job_id)
+    except spec_rules.InvalidSpec as exc:
+        raise BadMessage(str(exc)) from None
+
+
 def split_to_pb(split: InputSplit) -> pb.InputSplit:
     return pb.InputSplit(path=split.path, start=split.start, end=split.end)
 
@@ -73,69 +76,51 @@ def split_from_pb(msg: pb.InputSplit) -> InputSplit:
     return InputSplit(msg.path, msg.start, msg.end)
 
 
-def job_to_pb(job: ShippedJob) -> pb.JobSpec:
-    plan = job.plan
+def job_to_pb(spec: JobSpec) -> pb.JobSpec:
     return pb.JobSpec(
-        job_id=plan.job_id,
-        job_file_name=job.job_file_name,
-        job_source=job.job_source,
-        py_files=[pb.ShippedFile(name=n, content=c) for n, c in job.py_files],
-        input_format=plan.input_format,
-        num_reducers=plan.num_reducers,
-        params=plan.params,
-        memory_bytes=plan.memory_bytes,
-        use_combiner=plan.use_combiner,
-        has_boundaries=plan.boundaries is not None,
-        boundaries=list(plan.boundaries or ()),
-        output=job.output,
-        splits=[split_to_pb(s) for s in job.splits],
+        job_id=spec.job_id,
+        job_file_name=spec.job_file_name,
+        job_source=spec.job_source,
+        py_files=[pb.ShippedFile(name=n, content=c) for n, c in spec.py_files],
+        input_format=spec.input_format,
+        num_reducers=spec.num_reducers,
+        params=spec.params,
+        memory_bytes=spec.memory_bytes,
+        use_combiner=spec.use_combiner,
+        has_boundaries=spec.boundaries is not None,
+        boundaries=list(spec.boundaries or ()),
+        output=spec.output,
+        splits=[split_to_pb(s) for s in spec.splits],
+        overwrite=spec.overwrite,
+        max_attempts=spec.max_attempts,
+        skip_bad_records=spec.skip_bad_records,
+        backup_tasks=spec.backup_tasks,
     )
 
 
-def _safe_name(name: str) -> str:
-    parts = name.split("/")
-    if not name or os.path.isabs(name) or ".." in parts or "" in parts or "\0" in name:
-        raise BadMessage(f"shipped file name {name!r} must be a relative path without '..'")
-    return name
-
-
-_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
-
-
-def check_job_id(job_id: str) -> str:
-    """Job ids name directories on the master and the workers: letters, digits, ``_.-``."""
-    if not _JOB_ID.match(job_id) or ".." in job_id:
-        raise BadMessage(f"invalid job id {job_id!r}")
-    return job_id
-
-
-def job_from_pb(msg: pb.JobSpec) -> ShippedJob:
-    check_job_id(msg.job_id)
-    if msg.num_reducers < 1:
-        raise BadMessage("a job needs at least one reducer")
-    if not os.path.isabs(msg.output) or os.path.normpath(msg.output) != msg.output:
-        raise BadMessage(f"the output {msg.output!r} must be an absolute, normalised path")
-    name = _safe_name(msg.job_file_name)
-    if "/" in name:
-        raise BadMessage("job_file_name must be a base name")
-    plan = JobPlan(
-        job_id=msg.job_id,
-        job_path=name,
-        input_format=msg.input_format,
-        num_reducers=msg.num_reducers,
-        params=dict(msg.params),
-        memory_bytes=msg.memory_bytes,
-        use_combiner=msg.use_combiner,
-        boundaries=tuple(msg.boundaries) if msg.has_boundaries else None,
-    )
-    return ShippedJob(
-        plan=plan,
-        job_file_name=name,
-        job_source=msg.job_source,
-        py_files=tuple((_safe_name(f.name), f.content) for f in msg.py_files),
-        output=msg.output,
-        splits=tuple(split_from_pb(s) for s in msg.splits),
-    )
+def job_from_pb(msg: pb.JobSpec) -> JobSpec:
+    """The spec a message carries, validated.  Raises BadMessage naming the bad field."""
+    try:
+        return JobSpec(
+            job_id=msg.job_id,
+            job_file_name=msg.job_file_name,
+            input_format=msg.input_format,
+            num_reducers=msg.num_reducers,
+            params=dict(msg.params),
+            memory_bytes=msg.memory_bytes,
+            use_combiner=msg.use_combiner,
+            boundaries=tuple(msg.boundaries) if msg.has_boundaries else None,
+            output=msg.output,
+            splits=tuple(split_from_pb(s) for s in msg.splits),
+            overwrite=msg.overwrite,
+            max_attempts=msg.max_attempts,
+            skip_bad_records=msg.skip_bad_records,
+            backup_tasks=msg.backup_tasks,
+            job_source=msg.job_source,
+            py_files=tuple((f.name, f.content) for f in msg.py_files),
+        ).validate()
+    except spec_rules.InvalidSpec as exc:
+        raise BadMessage(str(exc)) from None
 
 
 def stats_to_pb(result: TaskResult) -> pb.TaskStats:
@@ -151,20 +136,15 @@ def stats_to_pb(result: TaskResult) -> pb.TaskStats:
     )
 
 
-def stats_from_pb(ref: AttemptRef, msg: pb.TaskStats) -> TaskResult:
-    prefix = "map" if ref.kind is TaskKind.MAP else "reduce"
-    return TaskResult(
-        task_id=f"{prefix}-{ref.index:05d}",
-        attempt=ref.attempt,
-        outputs=(),
-        output_sizes=tuple(msg.partition_sizes),
+def stats_from_pb(msg: pb.TaskStats) -> TaskStats:
+    return TaskStats(
         input_records=msg.input_records,
         input_bytes=msg.input_bytes,
         output_records=msg.output_records,
         output_bytes=msg.output_bytes,
-        counters=dict(msg.counters),
         spills=msg.spills,
         seconds=msg.seconds,
+        counters=dict(msg.counters),
     )
 
 

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 import grpc
 
 from mapreduce.core.events import AttemptRef
+from mapreduce.core.spec import JobSpec, check_job_id
 from mapreduce.core.tasks import TaskKind
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.rpc import convert
@@ -93,7 +94,24 @@ class _Running:
             self.child.kill()
 
 
+@dataclass(frozen=True)
+class InstalledJob:
+    """A job whose code this worker wrote to its disk: the spec and the job file's path."""
+
+    spec: JobSpec
+    job_file: str
+
+
 class Worker:
+    """A worker daemon.
+
+    Orders are fenced by the master's epoch: an assignment or a commit grant
+    from an epoch lower than the highest this incarnation has seen is refused
+    (it comes from a master that has since been replaced).  On seeing a higher
+    epoch the worker registers again with the same incarnation, listing the map
+    outputs it holds and the attempts it runs.
+    """
+
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         # Without --workdir the worker uses a temporary directory and removes it on exit.
@@ -103,7 +121,10 @@ class Worker:
         self.incarnation = uuid.uuid4().hex
         self.running: dict[AttemptRef, _Running] = {}
         self.lock = threading.Lock()
-        self.jobs: dict[str, convert.ShippedJob] = {}
+        self.jobs: dict[str, InstalledJob] = {}
+        #: the highest master epoch seen, and the epoch this incarnation registered with
+        self.epoch = 0
+        self.registered_epoch = 0
         self.finished_tasks = 0
         self.stopping = threading.Event()
         #: Set when an attempt ends: the task loop asks for more work at once.
@@ -148,6 +169,7 @@ class Worker:
         """Serve until stopped (or until ``fail_after`` tasks have finished)."""
         start_fork_server()
         os.makedirs(self.workdir, exist_ok=True)
+        self._remove_old_outputs()
         self.shuffle_server, port = serve_shuffle(self.config.listen, self.registry)
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
@@ -170,19 +192,60 @@ class Worker:
         self.stopping.set()
         self.slot_freed.set()
 
-    def _register(self) -> None:
-        reply = self._master_call(
-            "RegisterWorker",
-            pb.RegisterWorkerRequest(
-                worker=self.identity(),
-                shuffle_address=self.address,
-                slots=self.config.slots,
-                protocol_version=convert.PROTOCOL_VERSION,
-            ),
+    def _remove_old_outputs(self) -> None:
+        """A new incarnation serves no earlier output: remove the job directories it finds."""
+        for name in os.listdir(self.workdir):
+            path = os.path.join(self.workdir, name)
+            if name == "logs" or not os.path.isdir(path):
+                continue
+            try:
+                check_job_id(name)
+            except ValueError:
+                continue
+            shutil.rmtree(path, ignore_errors=True)
+
+    def _register(self, rejoin: bool = False) -> None:
+        request = pb.RegisterWorkerRequest(
+            worker=self.identity(),
+            shuffle_address=self.address,
+            slots=self.config.slots,
+            protocol_version=convert.PROTOCOL_VERSION,
+            rejoin=rejoin,
         )
+        if rejoin:
+            with self.lock:
+                request.running.extend(convert.attempt_to_pb(ref) for ref in self.running)
+            request.held.extend(
+                pb.MapOutputId(job_id=job_id, map_index=index, map_attempt=attempt)
+                for job_id, index, attempt in self.registry.outputs()
+            )
+        reply = self._master_call("RegisterWorker", request)
         assert isinstance(reply, pb.RegisterWorkerReply)
         self.heartbeat_interval = reply.heartbeat_interval or 1.0
-        log.info("worker %s registered (incarnation %s)", self.worker_id, self.incarnation)
+        self.epoch = max(self.epoch, reply.epoch)
+        self.registered_epoch = reply.epoch
+        for job_id in reply.forget_jobs:
+            self._forget_job(job_id)
+        log.info(
+            "worker %s %s (incarnation %s, master epoch %d)",
+            self.worker_id,
+            "rejoined" if rejoin else "registered",
+            self.incarnation,
+            reply.epoch,
+        )
+
+    def _saw_epoch(self, epoch: int) -> bool:
+        """Note an epoch in a master's reply; False if it is older than one already seen."""
+        if epoch < self.epoch:
+            return False
+        self.epoch = epoch
+        return True
+
+    def _maybe_rejoin(self, epoch: int) -> None:
+        """A master of a newer epoch answers: tell it what this incarnation holds and runs."""
+        with self._register_lock:
+            if epoch > self.registered_epoch:
+                self._register(rejoin=True)
 
     def _reregister(self, refused: str) -> None:
         """The master refused incarnation ``refused``: drop everything, register anew."""
@@ -192,12 +255,19 @@ class Worker:
             self._drop_and_register()
 
     def _drop_and_register(self) -> None:
+        """Start over as a new incarnation: no attempt, no map output, no installed job."""
         with self.lock:
             for running in self.running.values():
                 running.kill()
             self.running.clear()
+            jobs = list(self.jobs)
+            self.jobs.clear()
         self.registry.clear()
+        for job_id in jobs:
+            shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+        self._remove_old_outputs()
         self.incarnation = uuid.uuid4().hex
+        self.epoch = 0  # the fence is per incarnation: a new master may count from 1 again
         self._register()
 
     def _heartbeat_loop(self) -> None:
@@ -225,6 +295,9 @@ class Worker:
         if reply.reregister:
             self._reregister(incarnation)
             return
+        if not self._saw_epoch(reply.epoch):
+            return  # a deposed master: obey none of it
+        self._maybe_rejoin(reply.epoch)
         for kill in reply.kill:
             self._kill(convert.attempt_from_pb(kill))
         for job_id in reply.finished_jobs:
@@ -279,13 +352,20 @@ class Worker:
                 self._reregister(incarnation)
                 continue
             installed = set()
+            fresh = [t for t in reply.tasks if self._saw_epoch(t.epoch)]
+            if len(fresh) < len(reply.tasks):
+                log.warning(
+                    "refused %d tasks of an older master epoch", len(reply.tasks) - len(fresh)
+                )
+            if fresh:
+                self._maybe_rejoin(self.epoch)
             for spec in reply.jobs:
                 try:
                     self._install_job(spec)
                     installed.add(spec.job_id)
                 except (OSError, convert.BadMessage) as exc:
                     log.error("cannot install job %s: %s", spec.job_id, exc)
-            for assignment in reply.tasks:
+            for assignment in fresh:
                 if assignment.attempt.job_id in installed or assignment.attempt.job_id in self.jobs:
                     self._start(assignment)
                 else:  # the attempt fails here, the worker lives on
@@ -296,26 +376,20 @@ class Worker:
                 # pause only matters when it answers at once (no job at all).
                 self.stopping.wait(0.01)
 
-    def _install_job(self, spec: pb.JobSpec) -> None:
-        shipped = convert.job_from_pb(spec)
-        job_id = shipped.plan.job_id
+    def _install_job(self, message: pb.JobSpec) -> None:
+        spec = convert.job_from_pb(message)
         with self.lock:
-            if job_id in self.jobs:
+            if spec.job_id in self.jobs:
                 return
-        code = os.path.join(self.workdir, job_id, "code")
+        code = os.path.join(self.workdir, spec.job_id, "code")
         os.makedirs(code, exist_ok=True)
-        for name, content in ((shipped.job_file_name, shipped.job_source), *shipped.py_files):
+        for name, content in ((spec.job_file_name, spec.job_source), *spec.py_files):
             path = os.path.join(code, name)
             os.makedirs(os.path.dirname(path), exist_ok=True)
             with open(path, "wb") as f:
                 f.write(content)
-        plan = shipped.plan.__class__(
-            **{**shipped.plan.__dict__, "job_path": os.path.join(code, shipped.job_file_name)}
-        )
         with self.lock:
-            self.jobs[job_id] = convert.ShippedJob(
-                plan, shipped.job_file_name, b"", (), shipped.output, ()
-            )
+            self.jobs[spec.job_id] = InstalledJob(spec, os.path.join(code, spec.job_file_name))
 
     def _start(self, assignment: pb.TaskAssignment) -> None:
         ref = convert.attempt_from_pb(assignment.attempt)
@@ -380,14 +454,15 @@ class Worker:
 
     def _run_map(self, running: _Running, assignment: pb.TaskAssignment) -> None:
         ref = running.ref
-        plan = self.jobs[ref.job_id].plan
+        job = self.jobs[ref.job_id]
         workdir = self._attempt_dir(ref)
         shutil.rmtree(workdir, ignore_errors=True)
         os.makedirs(workdir)
         child = ChildAttempt(
             "map",
             {
-                "plan": plan,
+                "spec": job.spec,
+                "job_file": job.job_file,
                 "index": ref.index,
                 "split": convert.split_from_pb(assignment.split),
                 "workdir": workdir,
@@ -492,7 +567,7 @@ class Worker:
 
     def _run_reduce(self, running: _Running, assignment: pb.TaskAssignment) -> None:
         ref = running.ref
-        shipped = self.jobs[ref.job_id]
+        job = self.jobs[ref.job_id]
         workdir = self._attempt_dir(ref)
         shutil.rmtree(workdir, ignore_errors=True)
         os.makedirs(workdir)
@@ -500,12 +575,13 @@ class Worker:
             runs = self._fetch_all(running, assignment.num_maps, workdir)
             if runs is None:
                 return
-            committer = OutputCommitter(shipped.output, ref.job_id)
+            committer = OutputCommitter(job.spec.output, ref.job_id)
             out_path = committer.attempt_path(ref.index, ref.attempt)
             child = ChildAttempt(
                 "reduce",
                 {
-                    "plan": shipped.plan,
+                    "spec": job.spec,
+                    "job_file": job.job_file,
                     "partition": ref.index,
                     "runs": runs,
                     "out_path": out_path,
@@ -530,7 +606,7 @@ class Worker:
                 pb.RequestCommitRequest(worker=self.identity(), attempt=convert.attempt_to_pb(ref)),
             )
             assert isinstance(reply, pb.RequestCommitReply)
-            if not reply.granted:
+            if not reply.granted or not self._saw_epoch(reply.epoch):
                 os.remove(out_path)
                 return
             committer.commit_task(ref.index, ref.attempt)

@@ -48,6 +48,11 @@ class MapOutputRegistry:
             gone = [key for key in self._dirs if key[0] == job_id]
             return [self._dirs.pop(key) for key in gone]
 
+    def outputs(self) -> list[MapOutputId]:
+        """Every map output held, sorted."""
+        with self._lock:
+            return sorted(self._dirs)
+
     def clear(self) -> None:
         with self._lock:
             self._dirs.clear()

@@ -38,7 +38,7 @@ class WorkerIdentity(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("job_id", "job_file_name", "job_source", "py_files", "input_format", "num_reducers", "params", "memory_bytes", "use_combiner", "has_boundaries", "boundaries", "output", "splits")
+    __slots__ = ("job_id", "job_file_name", "job_source", "py_files", "input_format", "num_reducers", "params", "memory_bytes", "use_combiner", "has_boundaries", "boundaries", "output", "splits", "overwrite", "max_attempts", "skip_bad_records", "backup_tasks")
     class ParamsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -59,6 +59,10 @@ class JobSpec(_message.Message):
     BOUNDARIES_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_FIELD_NUMBER: _ClassVar[int]
     SPLITS_FIELD_NUMBER: _ClassVar[int]
+    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
+    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    SKIP_BAD_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    BACKUP_TASKS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     job_file_name: str
     job_source: bytes
@@ -72,7 +76,21 @@ class JobSpec(_message.Message):
     boundaries: _containers.RepeatedScalarFieldContainer[bytes]
     output: str
     splits: _containers.RepeatedCompositeFieldContainer[InputSplit]
-    def __init__(self, job_id: _Optional[str] = ..., job_file_name: _Optional[str] = ..., job_source: _Optional[bytes] = ..., py_files: _Optional[_Iterable[_Union[ShippedFile, _Mapping]]] = ..., input_format: _Optional[str] = ..., num_reducers: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., memory_bytes: _Optional[int] = ..., use_combiner: _Optional[bool] = ..., has_boundaries: _Optional[bool] = ..., boundaries: _Optional[_Iterable[bytes]] = ..., output: _Optional[str] = ..., splits: _Optional[_Iterable[_Union[InputSplit, _Mapping]]] = ...) -> None: ...
+    overwrite: bool
+    max_attempts: int
+    skip_bad_records: int
+    backup_tasks: bool
+    def __init__(self, job_id: _Optional[str] = ..., job_file_name: _Optional[str] = ..., job_source: _Optional[bytes] = ..., py_files: _Optional[_Iterable[_Union[ShippedFile, _Mapping]]] = ..., input_format: _Optional[str] = ..., num_reducers: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., memory_bytes: _Optional[int] = ..., use_combiner: _Optional[bool] = ..., has_boundaries: _Optional[bool] = ..., boundaries: _Optional[_Iterable[bytes]] = ..., output: _Optional[str] = ..., splits: _Optional[_Iterable[_Union[InputSplit, _Mapping]]] = ..., overwrite: _Optional[bool] = ..., max_attempts: _Optional[int] = ..., skip_bad_records: _Optional[int] = ..., backup_tasks: _Optional[bool] = ...) -> None: ...
+
+class MapOutputId(_message.Message):
+    __slots__ = ("job_id", "map_index", "map_attempt")
+    JOB_ID_FIELD_NUMBER: _ClassVar[int]
+    MAP_INDEX_FIELD_NUMBER: _ClassVar[int]
+    MAP_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    job_id: str
+    map_index: int
+    map_attempt: int
+    def __init__(self, job_id: _Optional[str] = ..., map_index: _Optional[int] = ..., map_attempt: _Optional[int] = ...) -> None: ...
 
 class ShippedFile(_message.Message):
     __slots__ = ("name", "content")
@@ -120,22 +138,32 @@ class TaskStats(_message.Message):
     def __init__(self, input_records: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_records: _Optional[int] = ..., output_bytes: _Optional[int] = ..., spills: _Optional[int] = ..., seconds: _Optional[float] = ..., counters: _Optional[_Mapping[str, int]] = ..., partition_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version")
+    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version", "rejoin", "held", "running")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     PROTOCOL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REJOIN_FIELD_NUMBER: _ClassVar[int]
+    HELD_FIELD_NUMBER: _ClassVar[int]
+    RUNNING_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     shuffle_address: str
     slots: int
     protocol_version: int
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ...) -> None: ...
+    rejoin: bool
+    held: _containers.RepeatedCompositeFieldContainer[MapOutputId]
+    running: _containers.RepeatedCompositeFieldContainer[AttemptId]
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ..., rejoin: _Optional[bool] = ..., held: _Optional[_Iterable[_Union[MapOutputId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
 
 class RegisterWorkerReply(_message.Message):
-    __slots__ = ("heartbeat_interval",)
+    __slots__ = ("heartbeat_interval", "epoch", "forget_jobs")
     HEARTBEAT_INTERVAL_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
+    FORGET_JOBS_FIELD_NUMBER: _ClassVar[int]
     heartbeat_interval: float
-    def __init__(self, heartbeat_interval: _Optional[float] = ...) -> None: ...
+    epoch: int
+    forget_jobs: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, heartbeat_interval: _Optional[float] = ..., epoch: _Optional[int] = ..., forget_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
     __slots__ = ("worker", "progressed", "running")
@@ -148,14 +176,16 @@ class HeartbeatRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., progressed: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
-    __slots__ = ("kill", "reregister", "finished_jobs")
+    __slots__ = ("kill", "reregister", "finished_jobs", "epoch")
     KILL_FIELD_NUMBER: _ClassVar[int]
     REREGISTER_FIELD_NUMBER: _ClassVar[int]
     FINISHED_JOBS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     kill: _containers.RepeatedCompositeFieldContainer[AttemptId]
     reregister: bool
     finished_jobs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, kill: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., reregister: _Optional[bool] = ..., finished_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, kill: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., reregister: _Optional[bool] = ..., finished_jobs: _Optional[_Iterable[str]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RequestTaskRequest(_message.Message):
     __slots__ = ("worker", "free_slots")
@@ -166,16 +196,18 @@ class RequestTaskRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., free_slots: _Optional[int] = ...) -> None: ...
 
 class TaskAssignment(_message.Message):
-    __slots__ = ("attempt", "skip", "split", "num_maps")
+    __slots__ = ("attempt", "skip", "split", "num_maps", "epoch")
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SKIP_FIELD_NUMBER: _ClassVar[int]
     SPLIT_FIELD_NUMBER: _ClassVar[int]
     NUM_MAPS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     attempt: AttemptId
     skip: _containers.RepeatedScalarFieldContainer[str]
     split: InputSplit
     num_maps: int
-    def __init__(self, attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., skip: _Optional[_Iterable[str]] = ..., split: _Optional[_Union[InputSplit, _Mapping]] = ..., num_maps: _Optional[int] = ...) -> None: ...
+    epoch: int
+    def __init__(self, attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., skip: _Optional[_Iterable[str]] = ..., split: _Optional[_Union[InputSplit, _Mapping]] = ..., num_maps: _Optional[int] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class RequestTaskReply(_message.Message):
     __slots__ = ("tasks", "jobs", "reregister")
@@ -208,10 +240,12 @@ class RequestCommitRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ...) -> None: ...
 
 class RequestCommitReply(_message.Message):
-    __slots__ = ("granted",)
+    __slots__ = ("granted", "epoch")
     GRANTED_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     granted: bool
-    def __init__(self, granted: _Optional[bool] = ...) -> None: ...
+    epoch: int
+    def __init__(self, granted: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReportReduceDoneRequest(_message.Message):
     __slots__ = ("worker", "attempt", "stats", "log")
@@ -288,18 +322,10 @@ class GetMapOutputsReply(_message.Message):
     def __init__(self, outputs: _Optional[_Iterable[_Union[MapOutputLocation, _Mapping]]] = ..., attempt_alive: _Optional[bool] = ..., next: _Optional[int] = ...) -> None: ...
 
 class SubmitJobRequest(_message.Message):
-    __slots__ = ("spec", "overwrite", "max_attempts", "skip_bad_records", "backup_tasks")
+    __slots__ = ("spec",)
     SPEC_FIELD_NUMBER: _ClassVar[int]
-    OVERWRITE_FIELD_NUMBER: _ClassVar[int]
-    MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
-    SKIP_BAD_RECORDS_FIELD_NUMBER: _ClassVar[int]
-    BACKUP_TASKS_FIELD_NUMBER: _ClassVar[int]
     spec: JobSpec
-    overwrite: bool
-    max_attempts: int
-    skip_bad_records: int
-    backup_tasks: bool
-    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ..., overwrite: _Optional[bool] = ..., max_attempts: _Optional[int] = ..., skip_bad_records: _Optional[int] = ..., backup_tasks: _Optional[bool] = ...) -> None: ...
+    def __init__(self, spec: _Optional[_Union[JobSpec, _Mapping]] = ...) -> None: ...
 
 class SubmitJobReply(_message.Message):
     __slots__ = ("job_id",)
@@ -314,7 +340,7 @@ class GetJobStatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total")
+    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total", "map_attempts", "reduce_attempts")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -328,6 +354,8 @@ class JobStatus(_message.Message):
     ELAPSED_SECONDS_FIELD_NUMBER: _ClassVar[int]
     INPUT_BYTES_DONE_FIELD_NUMBER: _ClassVar[int]
     INPUT_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
+    MAP_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    REDUCE_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     reason: str
@@ -341,7 +369,9 @@ class JobStatus(_message.Message):
     elapsed_seconds: float
     input_bytes_done: int
     input_bytes_total: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_seconds: _Optional[float] = ..., input_bytes_done: _Optional[int] = ..., input_bytes_total: _Optional[int] = ...) -> None: ...
+    map_attempts: int
+    reduce_attempts: int
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_seconds: _Optional[float] = ..., input_bytes_done: _Optional[int] = ..., input_bytes_total: _Optional[int] = ..., map_attempts: _Optional[int] = ..., reduce_attempts: _Optional[int] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
@@ -368,12 +398,14 @@ class WorkerStatus(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., last_heartbeat_age: _Optional[float] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
-    __slots__ = ("workers", "jobs")
+    __slots__ = ("workers", "jobs", "epoch")
     WORKERS_FIELD_NUMBER: _ClassVar[int]
     JOBS_FIELD_NUMBER: _ClassVar[int]
+    EPOCH_FIELD_NUMBER: _ClassVar[int]
     workers: _containers.RepeatedCompositeFieldContainer[WorkerStatus]
     jobs: _containers.RepeatedCompositeFieldContainer[JobStatus]
-    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ...) -> None: ...
+    epoch: int
+    def __init__(self, workers: _Optional[_Iterable[_Union[WorkerStatus, _Mapping]]] = ..., jobs: _Optional[_Iterable[_Union[JobStatus, _Mapping]]] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class GetTaskLogsRequest(_message.Message):
     __slots__ = ("job_id", "task")

@@ -1,0 +1,77 @@
+"""``Liveness``: who is alive and which attempts make progress; not durable state.
+
+Heartbeats, progress reports and ticks are far too frequent to journal.  They
+only update this object, which the master keeps beside its durable
+:class:`~mapreduce.core.master.MasterState`; on a tick it turns what it sees
+into durable events (:class:`~mapreduce.core.events.WorkerExpired`,
+:class:`~mapreduce.core.events.AttemptStalled`) that go through the journal
+like any other.  After a master restart it starts afresh: every worker and
+attempt of the recovered state gets ``worker_timeout`` (and ``task_timeout``)
+from the restart to be heard of again.
+"""
+
+from __future__ import annotations
+
+from mapreduce.core import events as ev
+from mapreduce.core.master import AttemptKey, JobState, MasterState
+from mapreduce.core.tasks import AttemptState, TaskKind
+
+
+class Liveness:
+    """Last time each worker incarnation was heard of, and each attempt progressed.
+
+    Args:
+        started: the time this master started: nothing is older than that.
+    """
+
+    def __init__(self, started: float) -> None:
+        self.started = started
+        self._heard: dict[tuple[str, str], float] = {}
+        self._progress: dict[AttemptKey, float] = {}
+
+    def heard_from(self, worker_id: str, incarnation: str, now: float) -> None:
+        self._heard[(worker_id, incarnation)] = now
+
+    def progressed(self, ref: ev.AttemptRef, now: float) -> None:
+        self._progress[(ref.job_id, ref.kind, ref.index, ref.attempt)] = now
+
+    def last_heard(self, state: MasterState, worker_id: str) -> float:
+        """When a live worker was last heard of (its registration, at the earliest)."""
+        worker = state.workers[worker_id]
+        heard = self._heard.get((worker_id, worker.incarnation), worker.registered)
+        return max(heard, self.started)
+
+    def expired(self, state: MasterState, now: float) -> list[ev.Event]:
+        """Durable events for every silent worker and every stalled attempt, at ``now``."""
+        config = state.config
+        out: list[ev.Event] = []
+        for worker in sorted(state.workers.values(), key=lambda w: w.worker_id):
+            silent = now - self.last_heard(state, worker.worker_id)
+            if silent > config.worker_timeout:
+                out.append(
+                    ev.WorkerExpired(
+                        now, worker.worker_id, worker.incarnation, f"no heartbeat for {silent:.1f}s"
+                    )
+                )
+        live = {(w.worker_id, w.incarnation) for w in state.workers.values()}
+        self._heard = {k: v for k, v in self._heard.items() if k in live}
+        job = state.active_job()
+        progress: dict[AttemptKey, float] = {}
+        if job is not None and job.state is JobState.RUNNING:
+            for kind in (TaskKind.MAP, TaskKind.REDUCE):
+                tasks = job.tasks(kind)
+                for index in job.in_progress[kind]:
+                    for attempt in tasks[index].attempts.values():
+                        if attempt.state is not AttemptState.RUNNING:
+                            continue
+                        key = (job.job_id, kind, index, attempt.number)
+                        last = max(self._progress.get(key, attempt.started), self.started)
+                        progress[key] = last
+                        if now - last > config.task_timeout:
+                            out.append(
+                                ev.AttemptStalled(
+                                    now, ev.AttemptRef(*key), f"no progress for {now - last:.1f}s"
+                                )
+                            )
+        self._progress = {k: v for k, v in self._progress.items() if k in progress}
+        return out

@@ -1,0 +1,139 @@
+"""``JobSpec``: the one validated description of a job, from the CLI to every task.
+
+``mapreduce run`` and ``mapreduce submit`` plan a job into a :class:`JobSpec`
+(:func:`mapreduce.planning.plan_job`); it is sent to the master as it is, the
+master's ``JobSubmitted`` event carries it whole (so the journal holds it), the
+workers receive it (without the splits, which travel with each map task) and
+the task runners read it.  Nothing converts it into another shape on the way.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import posixpath
+import re
+from dataclasses import dataclass, field
+
+#: Limits a spec must respect, so that no submission can exhaust the master.
+MAX_REDUCERS = 100_000
+MAX_SPLITS = 1_000_000
+MAX_ATTEMPTS = 100
+MAX_PARAMS_BYTES = 1 << 20
+
+_JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+class InvalidSpec(ValueError):
+    """A job spec breaks a rule; the message names the field."""
+
+
+@dataclass(frozen=True)
+class InputSplit:
+    """A byte range ``[start, end)`` of one input file: the input of one map task.
+
+    For unsplittable inputs (``.gz``, the ``files`` format) ``start`` is 0 and
+    ``end`` is the file's size on disk.
+    """
+
+    path: str
+    start: int
+    end: int
+
+
+@dataclass(frozen=True)
+class JobSpec:
+    """Everything about a job: its code, how its input is read, how it runs, where it writes.
+
+    Attributes:
+        job_id: the job's id (letters, digits, ``_.-``; names directories).
+        job_file_name: the base name of the job file.
+        input_format: ``lines``, ``files``, ``jsonl`` or ``tsv``.
+        num_reducers: R, the number of reduce tasks and output files.
+        params: the ``--param`` values.
+        memory_bytes: a map task's buffer budget before it spills to disk.
+        use_combiner: whether the job's ``combine`` runs.
+        boundaries: range-partition boundaries (serialised keys), or None.
+        output: the output directory (absolute, normalised).
+        splits: the map tasks' input splits, one per map task.
+        overwrite: replace an existing output directory once the job has succeeded.
+        max_attempts: failed attempts of one task before the job fails.
+        skip_bad_records: how many bad records the job may skip in all.
+        backup_tasks: whether stragglers get backup attempts.
+        job_source: the job file's content.
+        py_files: helper modules shipped with the job: (relative path, content).
+    """
+
+    job_id: str
+    job_file_name: str
+    input_format: str = "lines"
+    num_reducers: int = 1
+    params: dict[str, str] = field(default_factory=dict)
+    memory_bytes: int = 256 << 20
+    use_combiner: bool = True
+    boundaries: tuple[bytes, ...] | None = None
+    output: str = ""
+    splits: tuple[InputSplit, ...] = ()
+    overwrite: bool = False
+    max_attempts: int = 4
+    skip_bad_records: int = 0
+    backup_tasks: bool = True
+    job_source: bytes = b""
+    py_files: tuple[tuple[str, bytes], ...] = ()
+
+    @property
+    def num_maps(self) -> int:
+        return len(self.splits)
+
+    def replace(self, **changes: object) -> JobSpec:
+        """A copy with ``changes`` applied (for example the sampled boundaries)."""
+        return dataclasses.replace(self, **changes)  # type: ignore[arg-type]
+
+    def validate(self) -> JobSpec:
+        """Check every rule a spec from an untrusted client must keep; return the spec.
+
+        Raises:
+            InvalidSpec: a field is out of range; the message names it.
+        """
+        check_job_id(self.job_id)
+        if not 1 <= self.num_reducers <= MAX_REDUCERS:
+            raise InvalidSpec(f"num_reducers must be 1 to {MAX_REDUCERS} (got {self.num_reducers})")
+        if len(self.splits) > MAX_SPLITS:
+            raise InvalidSpec(f"at most {MAX_SPLITS} splits (got {len(self.splits)})")
+        for split in self.splits:
+            if not 0 <= split.start <= split.end or not split.path:
+                raise InvalidSpec(f"split {split.path!r} [{split.start}, {split.end}) is invalid")
+        if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
+            raise InvalidSpec(f"max_attempts must be 1 to {MAX_ATTEMPTS} (got {self.max_attempts})")
+        if self.skip_bad_records < 0:
+            raise InvalidSpec("skip_bad_records must be 0 or more")
+        if self.memory_bytes < 1:
+            raise InvalidSpec("memory_bytes must be positive")
+        if not posixpath.isabs(self.output) or posixpath.normpath(self.output) != self.output:
+            raise InvalidSpec(f"the output {self.output!r} must be an absolute, normalised path")
+        if self.output == "/":
+            raise InvalidSpec("the output cannot be /")
+        safe_name(self.job_file_name)
+        if "/" in self.job_file_name:
+            raise InvalidSpec("job_file_name must be a base name")
+        for name, _content in self.py_files:
+            safe_name(name)
+        if sum(len(k) + len(v) for k, v in self.params.items()) > MAX_PARAMS_BYTES:
+            raise InvalidSpec(f"params are larger than {MAX_PARAMS_BYTES} bytes")
+        if self.boundaries is not None and len(self.boundaries) > self.num_reducers - 1:
+            raise InvalidSpec("a range partition has at most num_reducers - 1 boundaries")
+        return self
+
+
+def check_job_id(job_id: str) -> str:
+    """Job ids name directories on the master and the workers: letters, digits, ``_.-``."""
+    if not _JOB_ID.match(job_id) or ".." in job_id:
+        raise InvalidSpec(f"invalid job id {job_id!r}")
+    return job_id
+
+
+def safe_name(name: str) -> str:
+    """A shipped file's name: a relative path without ``..``."""
+    parts = name.split("/")
+    if not name or name.startswith("/") or ".." in parts or "" in parts or "\0" in name:
+        raise InvalidSpec(f"shipped file name {name!r} must be a relative path without '..'")
+    return name
