@@ -175,6 +175,11 @@ class MasterState:
         self.finished: list[str] = []
         self._active: str | None = None
 
+    def reconfigure(self, config: MasterConfig) -> None:
+        """Use ``config`` from now on (a restarted master may be given other timeouts)."""
+        config.validate()
+        self.config = config
+
     # -- queries ------------------------------------------------------------
 
     def active_job(self) -> JobRecord | None:

@@ -109,7 +109,7 @@ class MasterDriver:
         state = MasterState(self.config)
         if recovered.snapshot is not None:
             state = pickle.loads(recovered.snapshot)
-            state.config = self.config
+            state.reconfigure(self.config)
         for record in recovered.records:
             state.handle(pickle.loads(record))
         with self.lock:
