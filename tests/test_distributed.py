@@ -222,7 +222,7 @@ def test_jobs_queue_on_one_cluster_and_status_lists_them(gutenberg: Path, tmp_pa
             client.wait_for(stub, job_id)
         status = run_cli("status", "--master", cluster.address)
         assert status.returncode == 0, status.stderr
-        assert "2 workers" in status.stdout
+        assert "; 2 workers" in status.stdout
         assert all(f"[{job_id}] succeeded" in status.stdout for job_id in ids)
         assert [cluster.driver.state.jobs[i].state for i in ids] == [JobState.SUCCEEDED] * 2
     assert parts(tmp_path / "out0") == parts(tmp_path / "out1")

@@ -470,3 +470,36 @@ def test_both_journals_satisfy_the_protocol(tmp_path: Path) -> None:
         append_all(journal, [b"a", b"b"])
         assert journal.records_since_snapshot() == 2
         journal.close()
+
+
+def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
+    from mapreduce.core import events as ev
+    from mapreduce.core.spec import InputSplit, JobSpec
+    from mapreduce.core.tasks import TaskKind, TaskStats
+    from mapreduce.master import codec
+
+    ref = ev.AttemptRef("job-1", TaskKind.REDUCE, 7, 2)
+    stats = TaskStats(1, 2, 3, 4, 5, 0.25, {"words": 9})
+    spec = JobSpec("job-1", "wc.py", splits=(InputSplit("/in/a", 0, 10),), output="/out")
+    events: list[ev.Event] = [
+        ev.MasterStarted(1.0, 3),
+        ev.JobSubmitted(1.0, spec),
+        ev.JobCancelled(1.0, "job-1"),
+        ev.JobCommitted(1.0, "job-1"),
+        ev.JobCommitFailed(1.0, "job-1", "disk full"),
+        ev.WorkerRegistered(
+            1.0, "w", "i", "h:1", 2, True, (ev.MapOutputRef("job-1", 0, 1),), (ref,)
+        ),
+        ev.WorkerExpired(1.0, "w", "i", "silent"),
+        ev.AttemptStalled(1.0, ref, "no progress"),
+        ev.TaskRequested(1.5, "w", "i", 2),
+        ev.MapTaskSucceeded(1.5, "w", "i", ev.AttemptRef("job-1", TaskKind.MAP, 0, 0), stats),
+        ev.ReduceCommitRequested(1.5, "w", "i", ref),
+        ev.ReduceTaskSucceeded(1.5, "w", "i", ref, stats, True),
+        ev.TaskFailed(1.5, "w", "i", ref, "ValueError: x", "/in/a@3", "Traceback...", True),
+        ev.FetchFailed(1.5, "w", "i", ref, 3, 1),
+    ]
+    for event in events:
+        assert codec.decode(codec.encode(event)) == event
+    with pytest.raises(ValueError, match="unknown journal record"):
+        codec.decode(b"Xjunk")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -90,6 +91,9 @@ class Daemons:
         assert self.master is not None
         kill_group(self.master)
 
+    def worker_log(self, i: int) -> str:
+        return (self.tmp_path / f"worker-{i}.log").read_text()
+
     def start_workers(self, count: int) -> None:
         for i in range(count):
             self.workers.append(
@@ -105,7 +109,7 @@ class Daemons:
                         str(self.tmp_path / f"worker-{i}"),
                     ],
                     stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
+                    stderr=(self.tmp_path / f"worker-{i}.log").open("w"),
                     text=True,
                     start_new_session=True,
                 )
@@ -300,3 +304,45 @@ def test_a_torn_journal_tail_is_cut_back_with_a_message(daemons: Daemons, tmp_pa
     assert daemons.cluster().jobs[0].state == "succeeded"
     daemons.kill_master()
     assert "journal repaired" in daemons.master.stderr.read()
+
+
+def test_a_worker_refuses_the_orders_of_a_master_from_an_older_epoch(
+    daemons: Daemons, tmp_path: Path
+) -> None:
+    """A master started from a stale copy of the state (epoch 2) after the worker has seen
+    epoch 3: the worker refuses its assignments, and the job makes no progress there."""
+    assert daemons.state_dir is not None
+    daemons.start_master()  # epoch 1
+    daemons.start_workers(1)
+    daemons.kill_master()
+    stale = tmp_path / "stale-state"
+    shutil.copytree(daemons.state_dir, stale)  # knows the worker, at epoch 1
+    daemons.start_master()  # epoch 2
+    daemons.kill_master()
+    daemons.start_master()  # epoch 3
+    wait_until(lambda: "master epoch 3" in daemons.worker_log(0), "the worker to see epoch 3")
+    daemons.kill_master()
+    daemons.state_dir = stale
+    assert "epoch 2, 0 jobs known" in daemons.start_master()
+    inputs = write_input(tmp_path / "in", ["a.txt"])
+    submitted = run_cli(
+        "submit",
+        JOBS / "stall.py",
+        "--master",
+        daemons.address,
+        "-i",
+        inputs,
+        "-o",
+        tmp_path / "out",
+        "-p",
+        "stall=0",
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    job_id = submitted.stdout.strip()
+    wait_until(
+        lambda: "tasks of an older master epoch" in daemons.worker_log(0),
+        "the worker to refuse the stale master's task",
+    )
+    status = daemons.job(job_id)
+    assert (status.maps_done, status.state) == (0, "running")
+    assert not (tmp_path / "out").exists()

@@ -29,6 +29,7 @@ from mapreduce.core.master import (
 )
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState, TaskStats
+from mapreduce.master import codec
 
 MAP, REDUCE = TaskKind.MAP, TaskKind.REDUCE
 
@@ -619,7 +620,7 @@ def test_replaying_the_journal_rebuilds_the_live_state(
     config = c.master.config
     replayed = MasterState(config)
     for event in c.durable:
-        replayed.handle(pickle.loads(pickle.dumps(event)))  # as read back from the journal
+        replayed.handle(codec.decode(codec.encode(event)))  # as read back from the journal
     assert durable_view(replayed) == live
     if c.snapshot:
         resumed = pickle.loads(c.snapshot)

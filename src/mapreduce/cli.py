@@ -507,7 +507,7 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json_format.MessageToJson(status))
         return 0
-    print(f"{len(status.workers)} workers")
+    print(f"master epoch {status.epoch}; {len(status.workers)} workers")
     for w in status.workers:
         print(
             f"  {w.worker_id}  {w.address}  running {w.running}/{w.slots}  "

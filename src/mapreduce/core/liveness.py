@@ -53,8 +53,9 @@ class Liveness:
                         now, worker.worker_id, worker.incarnation, f"no heartbeat for {silent:.1f}s"
                     )
                 )
-        live = {(w.worker_id, w.incarnation) for w in state.workers.values()}
-        self._heard = {k: v for k, v in self._heard.items() if k in live}
+        if len(self._heard) > 2 * len(state.workers) + 16:  # forget dead incarnations
+            live = {(w.worker_id, w.incarnation) for w in state.workers.values()}
+            self._heard = {k: v for k, v in self._heard.items() if k in live}
         job = state.active_job()
         progress: dict[AttemptKey, float] = {}
         if job is not None and job.state is JobState.RUNNING:

@@ -10,6 +10,10 @@ class TaskKind(enum.Enum):
     MAP = "map"
     REDUCE = "reduce"
 
+    # Members are singletons: hashing by identity is correct and far cheaper than
+    # Enum's hash of the name (task kinds are in every attempt key).
+    __hash__ = object.__hash__
+
 
 class TaskState(enum.Enum):
     """The paper's three task states."""

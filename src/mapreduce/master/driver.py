@@ -32,6 +32,7 @@ from mapreduce.core.master import ACTIVE, JobState, MasterConfig, MasterState
 from mapreduce.core.spec import JobSpec
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.errors import MapReduceError
+from mapreduce.master import codec
 from mapreduce.master.journal import Journal, MemoryJournal
 from mapreduce.master.logs import LogStore
 
@@ -50,6 +51,19 @@ def wall_clock() -> Callable[[], float]:
     """
     wall, mono = time.time(), time.monotonic()
     return lambda: wall + (time.monotonic() - mono)
+
+
+#: Events sent by a worker (they carry its id and incarnation).
+_FROM_WORKERS = (
+    ev.WorkerRegistered,
+    ev.HeartbeatReceived,
+    ev.TaskRequested,
+    ev.MapTaskSucceeded,
+    ev.ReduceCommitRequested,
+    ev.ReduceTaskSucceeded,
+    ev.TaskFailed,
+    ev.FetchFailed,
+)
 
 
 @dataclass(frozen=True)
@@ -82,6 +96,8 @@ class MasterDriver:
     ) -> None:
         self.config = config or MasterConfig()
         self.journal: Journal = journal or MemoryJournal()
+        #: checkpoints are only worth their cost when the journal outlives the process
+        self._durable = not isinstance(self.journal, MemoryJournal)
         self.logs = logs or LogStore()
         self.clock = clock or wall_clock()
         self.lock = threading.RLock()
@@ -111,7 +127,7 @@ class MasterDriver:
             state = pickle.loads(recovered.snapshot)
             state.reconfigure(self.config)
         for record in recovered.records:
-            state.handle(pickle.loads(record))
+            state.handle(codec.decode(record))
         with self.lock:
             self.state = state
             self.liveness = Liveness(self.now())
@@ -135,6 +151,8 @@ class MasterDriver:
         self._output_thread.start()
 
     def stop(self) -> None:
+        """Stop the ticker and wake long polls.  (The journal needs no closing: whatever
+        was acted on is on disk already.)"""
         self._stop.set()
         with self.lock:
             self.changed.notify_all()
@@ -151,28 +169,35 @@ class MasterDriver:
     def handle(self, event: ev.Event) -> list[act.Action]:
         """Apply ``event``; return its actions once the journal holds it durably."""
         with self.lock:
-            actions, seq = self._apply(event)
+            actions, seq = self.apply_locked(event)
         self.journal.sync(seq)
         self._after(actions)
         return actions
 
-    def _apply(self, event: ev.Event) -> tuple[list[act.Action], int]:
-        """Apply and journal ``event`` (the lock is held); return its actions and record number."""
-        # The time is read once the lock is held: an event that waited for the
-        # lock must not look older than it is.
-        event = dataclasses.replace(event, now=self.now())
+    def apply_locked(self, event: ev.Event) -> tuple[list[act.Action], int]:
+        """Apply ``event`` and append it to the journal; the caller holds the lock.
+
+        Returns its actions and its journal record number (0: not journaled).  Nothing
+        may be acted on before ``journal.sync(number)`` returns.
+        """
         actions = self.state.handle(event)
         seq = 0
-        if isinstance(event, ev.DURABLE) and (
-            not isinstance(event, ev.TaskRequested)
-            or any(isinstance(a, act.AssignTask) for a in actions)
+        if (
+            self._durable
+            and isinstance(event, ev.DURABLE)
+            and (
+                not isinstance(event, ev.TaskRequested)
+                or any(isinstance(a, act.AssignTask) for a in actions)
+            )
         ):
-            seq = self.journal.append(pickle.dumps(event, protocol=pickle.HIGHEST_PROTOCOL))
+            seq = self.journal.append(codec.encode(event))
             if self.journal.records_since_snapshot() >= self._snapshot_threshold():
                 self.journal.write_snapshot(
                     pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
                 )
-        self._observe(event, actions)
+        # Liveness reads the clock now, with the lock held: an event that waited for
+        # the lock must not make its worker look silent for longer than it was.
+        self._observe(event, actions, self.now())
         if actions or not isinstance(event, ev.TaskRequested | ev.HeartbeatReceived):
             # Wake long-polling task requests; idle polls do not, or idle workers
             # would wake each other in a loop.
@@ -180,23 +205,23 @@ class MasterDriver:
         return actions, seq
 
     def _snapshot_threshold(self) -> int:
-        """Compaction costs O(state): do it after a number of records proportional to it."""
+        """Compaction costs O(state): do it after a number of records proportional to it
+        (a job takes about three records per task, so one job rarely compacts twice)."""
         tasks = sum(len(job.maps) + len(job.reduces) for job in self.state.jobs.values())
-        return max(SNAPSHOT_EVERY, 2 * tasks)
+        return max(SNAPSHOT_EVERY, 4 * tasks)
 
-    def _observe(self, event: ev.Event, actions: list[act.Action]) -> None:
+    def _observe(self, event: ev.Event, actions: list[act.Action], now: float) -> None:
         """Feed liveness: any word from a current worker incarnation means it is alive."""
-        worker_id = getattr(event, "worker_id", None)
-        incarnation = getattr(event, "incarnation", None)
-        if worker_id is not None and self.state.is_current(worker_id, incarnation or ""):
-            self.liveness.heard_from(worker_id, incarnation or "", event.now)
-        if isinstance(event, ev.HeartbeatReceived):
-            for ref in event.progressed:
-                self.liveness.progressed(ref, event.now)
+        if isinstance(event, _FROM_WORKERS):
+            if self.state.is_current(event.worker_id, event.incarnation):
+                self.liveness.heard_from(event.worker_id, event.incarnation, now)
+            if isinstance(event, ev.HeartbeatReceived):
+                for ref in event.progressed:
+                    self.liveness.progressed(ref, now)
         for action in actions:
             if isinstance(action, act.AssignTask):
                 ref = ev.AttemptRef(action.job_id, action.kind, action.index, action.attempt)
-                self.liveness.progressed(ref, event.now)
+                self.liveness.progressed(ref, now)
 
     def _after(self, actions: list[act.Action]) -> None:
         """Carry out the actions that need I/O, now that they are durable."""
@@ -238,7 +263,7 @@ class MasterDriver:
             committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
             committer.prepare()
             self.committers[spec.job_id] = committer
-            actions, seq = self._apply(ev.JobSubmitted(self.now(), spec))
+            actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec))
         self.journal.sync(seq)
         self._after(actions)
         return actions
@@ -255,7 +280,7 @@ class MasterDriver:
         deadline = time.monotonic() + wait
         with self.lock:
             while True:
-                actions, seq = self._apply(
+                actions, seq = self.apply_locked(
                     ev.TaskRequested(self.now(), worker_id, incarnation, free_slots)
                 )
                 remaining = deadline - time.monotonic()
@@ -287,7 +312,7 @@ class MasterDriver:
     ) -> tuple[list[act.Action], list[ev.AttemptRef], list[str]]:
         """A heartbeat: liveness only.  Returns actions, attempts to kill, finished jobs."""
         with self.lock:
-            actions, _ = self._apply(event)
+            actions, _ = self.apply_locked(event)
             kills = queries.attempts_to_kill(self.state, running)
             return actions, kills, queries.finished_jobs(self.state)
 
