@@ -1,0 +1,198 @@
+"""Faults on several "machines": a master and three workers in network namespaces (tests/netbed.py).
+
+Each test runs real ``mapreduce master`` and ``mapreduce worker`` daemons on their own hosts
+(namespaces on one bridge, one address each), submits a word count over the Gutenberg texts whose
+map tasks sleep a little every 100 lines (tests/jobs/slow_wordcount.py), waits until the state
+the master reports (its JSON API) shows the moment for the fault, injects it, and checks that the
+job succeeds with output byte-identical to ``mapreduce run --local`` of the same job and input,
+exactly R part files, and every reduce partition committed by exactly one attempt.
+
+Nothing is timed: every wait is on a condition, bounded by a deadline.  The victims are chosen
+by a seeded random generator (``SEED``).  Without root or ``ip`` the tests skip (the ``netbed``
+fixture says why); those that need nftables skip when ``nft`` is missing (scripts/check.sh
+installs it).  Scenarios: ../shared/research/reliability.md section 2 (rows 1, 6, 8, 11).
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import GUTENBERG, JOBS, run_cli
+from tests.netbed import Daemon, Host, Netbed, children, nft_missing, process_state, wait_for
+
+SEED = 20261130
+REDUCERS = 3
+SPLIT_SIZE = "256K"  # 17 map tasks over the eight texts
+DELAY = "0.02"  # seconds of sleep per 100 lines: about 0.8 s per map task
+JOB = JOBS / "slow_wordcount.py"
+MASTER_ARGS = ("--worker-timeout", "2")
+
+MakeNetbed = Callable[..., Netbed]
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The part files of the same job run by ``mapreduce run --local`` (the oracle)."""
+    if not GUTENBERG.is_dir():
+        pytest.fail(f"test data missing: {GUTENBERG} (the shared/ folder beside the repo)")
+    out = tmp_path_factory.mktemp("reference") / "out"
+    result = run_cli(
+        "run", JOB, "-i", GUTENBERG, "-o", out, "-r", str(REDUCERS), "--local",
+        "--split-size", SPLIT_SIZE, "--param", "delay=0",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return {p.name: p.read_bytes() for p in sorted(out.glob("part-*"))}
+
+
+def submit(bed: Netbed, out: Path) -> str:
+    """Submit the job from the master's host; return its id."""
+    assert bed.master is not None
+    result = bed.mapreduce(
+        bed.hosts[0], "submit", JOB, "--master", bed.master.address, "-i", GUTENBERG, "-o", out,
+        "-r", str(REDUCERS), "--split-size", SPLIT_SIZE, "--param", f"delay={DELAY}",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return result.stdout.strip()
+
+
+def worker_view(bed: Netbed, host: Host) -> dict[str, Any]:
+    """The master's view of the worker on ``host`` (state ``alive`` or ``lost``)."""
+    workers = bed.api("/api/cluster")["workers"]
+    return next(w for w in workers if w["id"] == host.label)
+
+
+def mid_map_phase_on(bed: Netbed, job_id: str, host: Host) -> bool:
+    """Some maps are done, some are still to start, and ``host`` is running one."""
+    cluster = bed.api("/api/cluster")
+    maps = next(j for j in cluster["jobs"] if j["id"] == job_id)["maps"]
+    worker = next(w for w in cluster["workers"] if w["id"] == host.label)
+    running = any(r.startswith(f"{job_id}/map-") for r in worker["running"])
+    return maps["completed"] >= 1 and maps["idle"] >= 1 and running
+
+
+def finished(bed: Netbed, job_id: str) -> dict[str, Any]:
+    """Wait for the job to end; return the master's detailed view of it."""
+
+    def ended() -> dict[str, Any] | None:
+        view: dict[str, Any] = bed.api(f"/api/jobs/{job_id}")
+        return view if view["state"] in ("succeeded", "failed", "cancelled") else None
+
+    return wait_for(ended, f"job {job_id} to end", timeout=120, every=0.3)
+
+
+def attempts_on(view: dict[str, Any], host: Host) -> dict[str, str]:
+    """``{"map-00003#1": state}`` for every attempt that ran on ``host``."""
+    return {
+        f"{task['id']}#{attempt['attempt']}": attempt["state"]
+        for task in view["tasks"]
+        for attempt in task["attempts"]
+        if attempt["worker"] == host.label
+    }
+
+
+def check_output(view: dict[str, Any], out: Path, reference: dict[str, bytes]) -> None:
+    """Succeeded, with exactly the reference's part files, each committed by one attempt."""
+    assert view["state"] == "succeeded", view["reason"]
+    names = {p.name for p in out.iterdir()}
+    assert names == {*reference, "_SUCCESS", "_summary.json"}  # nothing twice, nothing partial
+    assert {name: (out / name).read_bytes() for name in reference} == reference
+    for task in view["tasks"]:
+        if task["kind"] == "reduce":
+            won = [a["attempt"] for a in task["attempts"] if a["state"] == "succeeded"]
+            assert len(won) == 1, f"{task['id']} committed by attempts {won}"
+
+
+def start(make: MakeNetbed, **kw: Any) -> tuple[Netbed, Daemon]:
+    """Four hosts (a master on h0, workers on h1-h3); return the bed and a seeded victim."""
+    bed = make(4, **kw)
+    _, workers = bed.cluster(MASTER_ARGS)
+    return bed, random.Random(SEED).choice(workers)
+
+
+def test_worker_sigkilled_mid_map_phase(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    bed, victim = start(netbed)
+    out = tmp_path / "out"
+    job_id = submit(bed, out)
+    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    bed.kill(victim)
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    assert worker_view(bed, victim.host)["state"] == "lost"
+    assert "killed" in attempts_on(view, victim.host).values()  # not failed: not its fault
+
+
+def test_worker_partitioned_mid_job_then_healed(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    bed, victim = start(netbed)
+    out = tmp_path / "out"
+    job_id = submit(bed, out)
+    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    bed.partition(victim.host)
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
+    bed.heal(victim.host)
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "alive", "the victim to return")
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    assert "killed" in attempts_on(view, victim.host).values()
+
+
+def test_paused_worker_returns_as_a_zombie_and_is_ignored(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    bed, victim = start(netbed)
+    out = tmp_path / "out"
+    job_id = submit(bed, out)
+    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    bed.pause(victim.host)
+    frozen = [a for a in worker_view(bed, victim.host)["running"] if a.startswith(job_id)]
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
+    # Let the task processes (children of the worker's fork server) finish their work alone,
+    # so that the worker holds finished attempts when it wakes up and reports them late.
+    tasks = [pid for server in children(victim.process.pid) for pid in children(server)]
+    for pid in tasks:
+        os.kill(pid, signal.SIGCONT)
+    wait_for(lambda: {process_state(p) for p in tasks} <= {"Z", ""}, "the task processes to end")
+    bed.resume(victim.host)
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "alive", "the zombie to register")
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    states = attempts_on(view, victim.host)
+    for attempt in frozen:  # "JOB/map-00004#1": what it ran when it froze
+        assert states[attempt.split("/", 1)[1]] == "killed", states
+    registrations = victim.log.read_text().count(" registered (incarnation ")
+    assert registrations == 2, victim.log_tail()
+
+
+@pytest.mark.skipif(nft_missing() is not None, reason=str(nft_missing()))
+def test_one_way_loss_between_workers_reruns_the_maps_they_cannot_fetch(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    bed, _ = start(netbed, syn_retries=1)  # a connect to a silent peer fails in about 3 s
+    a, b = random.Random(SEED).sample(bed.hosts[1:], 2)
+    rule = bed.drop(a, b)
+    out = tmp_path / "out"
+    job_id = submit(bed, out)
+
+    def rerun_map() -> bool:
+        view = bed.api(f"/api/jobs/{job_id}")
+        return any(
+            t["kind"] == "map" and sum(not x["backup"] for x in t["attempts"]) > 1
+            for t in view["tasks"]
+        )
+
+    wait_for(rerun_map, "a map to run again after a fetch failure", timeout=90)
+    bed.remove(rule)
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    assert {w["state"] for w in bed.api("/api/cluster")["workers"]} == {"alive"}
+    assert view["failed_attempts"] == 0  # a fetch failure is not the reducer's fault
