@@ -359,9 +359,7 @@ class Netbed:
         argv = [*MAPREDUCE, "worker", "--master", self.master.address, "--listen", f"{host.ip}:0"]
         argv += ["--name", host.label, "--workdir", str(workdir), *args]
         if disk is not None:
-            mount = 'mount -t tmpfs -o "size=$1" netbed "$2" && shift 2 && exec "$@"'
-            wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "disk"]
-            argv = [*wrap, disk, str(workdir), *argv]
+            argv = on_tmpfs(disk, workdir, argv)
         return self.spawn(host, "worker", argv, self.master.address)
 
     def wait_for_workers(self, *hosts: Host, timeout: float = 60) -> None:
@@ -455,12 +453,22 @@ class Netbed:
     def drop(self, src: Host, dst: Host) -> Rule:
         """Lose every packet ``src`` sends to ``dst`` (so no TCP connection between them works,
         while both still reach everyone else)."""
-        return self._nft_rule(src, f"ip daddr {dst.ip} drop")
+        return self._nft_rule(src, f"ip daddr {dst.ip} counter drop")
 
     def slow(self, src: Host, dst: Host, kbytes_per_second: int) -> Rule:
         """Drop what ``src`` sends to ``dst`` beyond a rate: TCP between them slows to it."""
         limit = f"limit rate over {kbytes_per_second} kbytes/second burst 16 kbytes"
-        return self._nft_rule(src, f"ip daddr {dst.ip} {limit} drop")
+        return self._nft_rule(src, f"ip daddr {dst.ip} {limit} counter drop")
+
+    def dropped(self, rule: Rule) -> int:
+        """How many packets ``rule`` has dropped so far."""
+        listing = self._nft(rule.host, "--handle", "list", "chain", "inet", NFT_TABLE, "output")
+        for line in listing.splitlines():
+            if line.rstrip().endswith(f"# handle {rule.handle}"):
+                match = re.search(r"counter packets (\d+)", line)
+                if match:
+                    return int(match[1])
+        raise NetbedError(f"no counter for rule {rule.handle} in:\n{listing}")
 
     def remove(self, rule: Rule) -> None:
         """Delete an nftables rule made by :meth:`drop` or :meth:`slow`."""
@@ -495,6 +503,14 @@ class Netbed:
         if match is None:
             raise NetbedError(f"no rule handle in nft's answer: {echoed!r}")
         return Rule(host, int(match[1]), rule)
+
+
+def on_tmpfs(size: str, directory: Path, argv: list[str]) -> list[str]:
+    """``argv`` run with a tmpfs of ``size`` (``64k``, ``1m``) mounted on ``directory``, in a
+    private mount namespace: nobody else sees it, and it goes away with the last process."""
+    mount = 'mount -t tmpfs -o "size=$1" netbed "$2" && shift 2 && exec "$@"'
+    wrap = ["unshare", "--mount", "--propagation", "private", "sh", "-c", mount, "tmpfs"]
+    return [*wrap, size, str(directory), *argv]
 
 
 def _stat(pid: int) -> tuple[str, int]:
