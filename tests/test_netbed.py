@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GUTENBERG, JOBS, run_cli
+from tests.conftest import GUTENBERG, JOBS, REPO, run_cli
 from tests.netbed import (
     Daemon,
     Host,
@@ -228,6 +228,38 @@ def test_leftovers_of_a_dead_run_are_removed(tmp_path: Path) -> None:
     finally:
         orphan.kill()
         subprocess.run(["ip", "netns", "del", name], check=False, capture_output=True)
+
+
+def test_by_hand_script_removes_everything_when_terminated(tmp_path: Path) -> None:
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no network namespaces here: {reason}")
+    log = tmp_path / "netbed.log"
+    script = [sys.executable, str(REPO / "scripts" / "netbed.py"), "up", "--hosts", "2"]
+    with open(log, "w") as stderr:
+        process = subprocess.Popen(
+            [*script, "--cluster", "--dir", str(tmp_path / "bed")], stderr=stderr
+        )
+
+    def up() -> bool:
+        assert process.poll() is None, log.read_text()
+        return "Ctrl-C or SIGTERM" in log.read_text()
+
+    try:
+        wait_for(up, "the hosts to be up")
+        mine = [n for n in namespaces() if n.startswith(f"nb-{process.pid}-")]
+        assert len(mine) == 3  # h0, h1 and the hub
+        daemons = [pid for name in mine for pid in pids_in(name)]
+        assert len(daemons) >= 2  # a master and a worker (and their helpers)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=60) == 0, log.read_text()
+    finally:
+        process.kill()
+        process.wait()
+    assert not [n for n in namespaces() if n.startswith(f"nb-{process.pid}-")]
+    left = {pid: process_state(pid) for pid in daemons}
+    assert set(left.values()) <= {"", "Z"}, left  # Z: dead, and this pid 1 may not reap it
+    assert log.read_text().rstrip().endswith("removed")
 
 
 # -- mapreduce on several hosts ---------------------------------------------------------------
