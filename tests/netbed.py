@@ -91,13 +91,8 @@ def nft_missing() -> str | None:
 
 
 def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    """Whether process ``pid`` runs (a zombie has ended; this pid 1 may never reap it)."""
+    return process_state(pid) not in ("", "Z")
 
 
 def namespaces() -> list[str]:
