@@ -273,7 +273,8 @@ class Netbed:
                 _ip("-n", host.namespace, "link", "set", "eth0", "up")
                 _ip("-n", self.hub, "link", "set", host.port, "master", "br0", "up")
                 if self.syn_retries is not None:
-                    self.run(host, "sysctl", "-qw", f"net.ipv4.tcp_syn_retries={self.syn_retries}")
+                    setting = f"echo {self.syn_retries} > /proc/sys/net/ipv4/tcp_syn_retries"
+                    self.run(host, "sh", "-c", setting).check_returncode()
         except BaseException:
             self.down()
             raise
@@ -450,9 +451,10 @@ class Netbed:
         while both still reach everyone else)."""
         return self._nft_rule(src, f"ip daddr {dst.ip} counter drop")
 
-    def slow(self, src: Host, dst: Host, kbytes_per_second: int) -> Rule:
-        """Drop what ``src`` sends to ``dst`` beyond a rate: TCP between them slows to it."""
-        limit = f"limit rate over {kbytes_per_second} kbytes/second burst 16 kbytes"
+    def slow(self, src: Host, dst: Host, kbytes_per_second: int, burst_kbytes: int = 4) -> Rule:
+        """Drop what ``src`` sends to ``dst`` beyond a rate (after a burst): TCP between them
+        slows down to about that rate, with retransmissions."""
+        limit = f"limit rate over {kbytes_per_second} kbytes/second burst {burst_kbytes} kbytes"
         return self._nft_rule(src, f"ip daddr {dst.ip} {limit} counter drop")
 
     def dropped(self, rule: Rule) -> int:

@@ -92,6 +92,13 @@ def mid_map_phase_on(bed: Netbed, job_id: str, host: Host) -> bool:
     return maps["completed"] >= 1 and maps["idle"] >= 1 and running
 
 
+def submit_and_wait_mid_map(bed: Netbed, out: Path, victim: Host) -> str:
+    """Submit the job; return its id once ``victim`` runs a map in the middle of the map phase."""
+    job_id = submit(bed, out)
+    wait_for(lambda: mid_map_phase_on(bed, job_id, victim), f"a map running on {victim.label}")
+    return job_id
+
+
 def finished(bed: Netbed, job_id: str) -> dict[str, Any]:
     """Wait for the job to end; return the master's detailed view of it."""
 
@@ -170,31 +177,27 @@ def cut(bed: Netbed, src: Host, dst: Host) -> bool:
     return not reaches(bed, src, dst, timeout=1)
 
 
-def test_fault_primitives_cut_exactly_what_they_say(netbed: MakeNetbed, tmp_path: Path) -> None:
-    bed = netbed(3, syn_retries=1)
+def serving(make: MakeNetbed) -> tuple[Netbed, list[Daemon]]:
+    """Three hosts, each running the payload server; return once they all answer."""
+    bed = make(3, syn_retries=1)
+    argv = [sys.executable, "-c", SERVER]
+    servers = [bed.spawn(h, "server", [*argv, h.ip, str(PAYLOAD)], "") for h in bed.hosts]
     h0, h1, h2 = bed.hosts
-    servers = [bed.spawn(h, "server", [sys.executable, "-c", SERVER, h.ip, str(PAYLOAD)], "")
-               for h in bed.hosts]  # fmt: skip
-    wait_for(lambda: reaches(bed, h0, h1) and reaches(bed, h1, h2), "the servers to listen")
-    assert reaches(bed, h2, h0) and reaches(bed, h0, h0)
+    wait_for(lambda: all(reaches(bed, h0, h) for h in bed.hosts), "the servers to listen")
+    assert reaches(bed, h1, h2) and reaches(bed, h2, h0)
+    return bed, servers
 
+
+def test_partition_pause_kill_and_tmpfs_do_what_they_say(
+    netbed: MakeNetbed, tmp_path: Path
+) -> None:
+    bed, servers = serving(netbed)
+    h0, h1, h2 = bed.hosts
     bed.partition(h1)
     assert cut(bed, h0, h1) and cut(bed, h1, h2)
     assert reaches(bed, h0, h2)
     bed.heal(h1)
     wait_for(lambda: reaches(bed, h0, h1), "h1 to be reachable again")
-
-    if nft_missing() is None:
-        rule = bed.drop(h1, h2)
-        assert cut(bed, h1, h2) and cut(bed, h2, h1)  # TCP needs both ways
-        assert reaches(bed, h1, h0) and reaches(bed, h2, h0)
-        assert bed.dropped(rule) > 0
-        bed.remove(rule)
-        assert reaches(bed, h1, h2)
-        rule = bed.slow(h1, h2, kbytes_per_second=100)  # h2's download from h1 is limited
-        assert reaches(bed, h2, h1)  # slower, but whole
-        assert bed.dropped(rule) > 0  # the limit did bite
-        bed.remove(rule)
 
     bed.pause(h2)
     assert all(process_state(pid) == "T" for pid in pids_in(h2.namespace))
@@ -209,6 +212,23 @@ def test_fault_primitives_cut_exactly_what_they_say(netbed: MakeNetbed, tmp_path
     filled = bed.run(h0, *on_tmpfs("64k", disk, fill))
     assert filled.returncode != 0 and "No space left" in filled.stderr
     assert list(disk.iterdir()) == []  # the tmpfs was private and is gone
+
+
+@pytest.mark.skipif(nft_missing() is not None, reason=str(nft_missing()))
+def test_nftables_loss_and_rate_limit_do_what_they_say(netbed: MakeNetbed) -> None:
+    bed, _ = serving(netbed)
+    h0, h1, h2 = bed.hosts
+    rule = bed.drop(h1, h2)
+    assert cut(bed, h1, h2) and cut(bed, h2, h1)  # TCP needs both ways
+    assert reaches(bed, h1, h0) and reaches(bed, h2, h0)
+    assert bed.dropped(rule) > 0
+    bed.remove(rule)
+    assert reaches(bed, h1, h2)
+
+    rule = bed.slow(h1, h2, kbytes_per_second=100)  # h2's download from h1 is limited
+    assert reaches(bed, h2, h1)  # slower, but whole
+    assert bed.dropped(rule) > 0  # the limit did bite
+    bed.remove(rule)
 
 
 def test_leftovers_of_a_dead_run_are_removed(tmp_path: Path) -> None:
@@ -272,8 +292,7 @@ def test_worker_sigkilled_mid_map_phase(
     maps it had finished run again, their output having gone with it."""
     bed, victim = start(netbed, "sigkill")
     out = tmp_path / "out"
-    job_id = submit(bed, out)
-    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    job_id = submit_and_wait_mid_map(bed, out, victim.host)
     bed.kill(victim)
     view = finished(bed, job_id)
     check_output(view, out, reference)
@@ -289,8 +308,7 @@ def test_worker_partitioned_mid_job_then_healed(
     committed once."""
     bed, victim = start(netbed, "partition")
     out = tmp_path / "out"
-    job_id = submit(bed, out)
-    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    job_id = submit_and_wait_mid_map(bed, out, victim.host)
     bed.partition(victim.host)
     wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
     bed.heal(victim.host)
@@ -310,8 +328,7 @@ def test_paused_worker_returns_as_a_zombie_and_is_ignored(
     other attempts', and it registers again."""
     bed, victim = start(netbed, "zombie")
     out = tmp_path / "out"
-    job_id = submit(bed, out)
-    wait_for(lambda: mid_map_phase_on(bed, job_id, victim.host), "a map running on the victim")
+    job_id = submit_and_wait_mid_map(bed, out, victim.host)
     bed.pause(victim.host)
     frozen = [a for a in worker_view(bed, victim.host)["running"] if a.startswith(job_id)]
     wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
@@ -358,6 +375,22 @@ def test_one_way_loss_between_workers_reruns_the_maps_they_cannot_fetch(
     check_output(view, out, reference)
     assert {w["state"] for w in bed.api("/api/cluster")["workers"]} == {"alive"}
     assert view["failed_attempts"] == 0  # a fetch failure is not the reducer's fault
+
+
+@pytest.mark.skipif(nft_missing() is not None, reason=str(nft_missing()))
+def test_slow_links_from_one_worker_slow_its_shuffle_but_change_nothing(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    """What one worker sends to the two others is limited to 16 KB/s, so the reducers that
+    fetch its map outputs straggle (backup attempts often win): the job succeeds, no attempt
+    fails."""
+    bed, slow = start(netbed, "slow")
+    rules = [bed.slow(slow.host, h, kbytes_per_second=16) for h in bed.hosts[1:] if h != slow.host]
+    out = tmp_path / "out"
+    view = finished(bed, submit(bed, out))
+    check_output(view, out, reference)
+    assert view["failed_attempts"] == 0
+    assert sum(bed.dropped(rule) for rule in rules) > 0  # the limit did bite
 
 
 @pytest.mark.xfail(
