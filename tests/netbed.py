@@ -1,7 +1,7 @@
 """Several "machines" on one Linux host: network namespaces on a bridge, daemons in them, faults.
 
 A :class:`Netbed` of N hosts is N network namespaces, each with one address (10.77.0.1, .2, ...)
-on ``eth0``, a veth whose other end (the host's "switch port", ``p1``, ``p2``, ...) is on a
+on ``eth0``, a veth whose other end (the host's "switch port", ``p0``, ``p1``, ...) is on a
 bridge in a hub namespace of its own, so nothing touches the real host's network.  Commands and
 daemons run "on" a host through ``ip netns exec``; the file system is shared, as a cluster file
 system would be.  Recipe and measurements: ../shared/research/reliability.md section 5.
@@ -484,15 +484,8 @@ class Netbed:
 
     def _nft_rule(self, host: Host, rule: str) -> Rule:
         self._nft(host, "add", "table", "inet", NFT_TABLE)
-        self._nft(
-            host,
-            "add",
-            "chain",
-            "inet",
-            NFT_TABLE,
-            "output",
-            "{ type filter hook output priority 0; policy accept; }",
-        )
+        hook = "{ type filter hook output priority 0; policy accept; }"
+        self._nft(host, "add", "chain", "inet", NFT_TABLE, "output", hook)
         echoed = self._nft(
             host, "--echo", "--handle", "add", "rule", "inet", NFT_TABLE, "output", *rule.split()
         )
