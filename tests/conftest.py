@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.netbed import Netbed, sigterm_as_interrupt, unavailable
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED = REPO.parent / "shared"
@@ -54,3 +59,26 @@ def gutenberg() -> Path:
     if not GUTENBERG.is_dir():
         pytest.fail(f"test data missing: {GUTENBERG} (the shared/ folder beside the repo)")
     return GUTENBERG
+
+
+@pytest.fixture
+def netbed(tmp_path: Path) -> Iterator[Callable[..., Netbed]]:
+    """Make ``netbed(hosts, syn_retries=None)``: a :class:`tests.netbed.Netbed` that is up.
+
+    Skips (with the reason) where network namespaces cannot be made (not root, no ``ip``).
+    Every netbed made is torn down at the end of the test, whatever happens (also on Ctrl-C
+    or SIGTERM); the next run removes what a killed run left behind.
+    """
+    reason = unavailable()
+    if reason is not None:
+        pytest.skip(f"no network namespaces here: {reason}")
+    count = itertools.count()
+    with sigterm_as_interrupt(), contextlib.ExitStack() as teardown:
+
+        def make(hosts: int = 4, syn_retries: int | None = None) -> Netbed:
+            bed = Netbed(hosts, tmp_path / f"netbed-{next(count)}", syn_retries=syn_retries)
+            bed.up()
+            teardown.callback(bed.down)  # every one runs, even when another fails
+            return bed
+
+        yield make
