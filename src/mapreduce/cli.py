@@ -207,6 +207,28 @@ def _add_cluster_parsers(
     )
     master.add_argument("--no-http", action="store_true", help="serve no status web page")
     master.add_argument(
+        "--raft",
+        default="",
+        metavar="HOST:PORT",
+        help="with --peers: this master candidate's Raft address (candidates replicate the "
+        "master's journal and elect a leader; only the leader serves)",
+    )
+    master.add_argument(
+        "--peers",
+        default="",
+        metavar="HOST:PORT,...",
+        help="the other master candidates' Raft addresses (2 for 3 candidates, 4 for 5); "
+        "needs --raft, --state-dir and --secret-file",
+    )
+    master.add_argument(
+        "--secret-file",
+        default=os.environ.get("MAPREDUCE_SECRET_FILE", ""),
+        metavar="FILE",
+        help="the cluster secret (mapreduce secret FILE makes one); default "
+        "$MAPREDUCE_SECRET_FILE. Mandatory with --peers: it authenticates and encrypts the "
+        "candidates' Raft traffic",
+    )
+    master.add_argument(
         "--state-dir",
         default="",
         metavar="DIR",
@@ -237,7 +259,12 @@ def _add_cluster_parsers(
     )
 
     worker = subparsers.add_parser("worker", help="run a worker daemon")
-    worker.add_argument("--master", required=True, metavar="HOST:PORT")
+    worker.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
     worker.add_argument(
         "--listen",
         default="127.0.0.1:0",
@@ -272,28 +299,53 @@ def _add_cluster_parsers(
 
     submit = subparsers.add_parser("submit", help="submit a job to a running master")
     _add_job_flags(submit)
-    submit.add_argument("--master", required=True, metavar="HOST:PORT")
+    submit.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
     submit.add_argument(
         "--wait",
         action="store_true",
         help="follow the job until it ends; exit 0 only if it succeeded",
     )
 
+    secret = subparsers.add_parser(
+        "secret", help="write a new random cluster secret to FILE (mode 0600)"
+    )
+    secret.add_argument("file", metavar="FILE")
+
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
-    status.add_argument("--master", required=True, metavar="HOST:PORT")
+    status.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--job", metavar="JOB_ID", help="show one job and its summary")
 
     cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
     cancel.add_argument("job", metavar="JOB_ID")
-    cancel.add_argument("--master", required=True, metavar="HOST:PORT")
+    cancel.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
 
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
     )
     logs.add_argument("job", metavar="JOB_ID")
     logs.add_argument("task", metavar="TASK", help="map-00003 or reduce-00001")
-    logs.add_argument("--master", required=True, metavar="HOST:PORT")
+    logs.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -411,7 +463,13 @@ def _master(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    if args.state_dir:
+    if args.peers or args.raft:
+        driver = MasterDriver(
+            config,
+            journal=_raft_journal(args),
+            logs=LogStore(os.path.join(os.path.abspath(args.state_dir), "logs")),
+        )
+    elif args.state_dir:
         state_dir = os.path.abspath(args.state_dir)
         driver = MasterDriver(
             config,
@@ -429,7 +487,9 @@ def _master(args: argparse.Namespace) -> int:
     host = args.listen.rsplit(":", 1)[0]
     with driver.lock:
         epoch, known = driver.state.epoch, len(driver.state.jobs)
-    if args.state_dir:
+    if driver.journal.replicated:
+        print(f"master candidate, Raft on {args.raft}, peers {args.peers}", flush=True)
+    elif args.state_dir:
         print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
     print(f"master listening on {host}:{port}", flush=True)
     status = None if args.no_http else StatusServer(driver, host, args.http_port).start()
@@ -442,6 +502,73 @@ def _master(args: argparse.Namespace) -> int:
         server.stop(grace=None)
         if status is not None:
             status.stop()
+    return 0
+
+
+def read_secret(path: str, flag: str = "--secret-file") -> bytes:
+    """The cluster secret in ``path`` (surrounding whitespace stripped).
+
+    Raises:
+        UsageError: no such file, or it is empty.
+    """
+    try:
+        with open(path, "rb") as f:
+            secret = f.read().strip()
+    except OSError as exc:
+        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
+    if len(secret) < 16:
+        raise UsageError(f"{flag} {path}: the secret must be at least 16 bytes (mapreduce secret)")
+    return secret
+
+
+def _raft_journal(args: argparse.Namespace) -> Any:
+    """The replicated journal of a master candidate, from --raft, --peers and --secret-file."""
+    if not (args.raft and args.peers):
+        raise UsageError("a master candidate needs both --raft HOST:PORT and --peers")
+    if not args.secret_file:
+        raise UsageError(
+            "--peers needs --secret-file: the candidates' Raft traffic is pickle, and without "
+            "the secret anyone who reaches the Raft port runs code"
+        )
+    if not args.state_dir:
+        raise UsageError("--peers needs --state-dir (the candidate's replicated journal)")
+    host, _, port = args.listen.rpartition(":")
+    if not port.isdigit() or int(port) == 0:
+        raise UsageError("a master candidate needs a fixed --listen port (workers follow it)")
+    if host in ("", "0.0.0.0", "::", "[::]"):
+        import socket
+
+        host = socket.gethostname()
+    secret = read_secret(args.secret_file)
+    from mapreduce.master.raft import RaftJournal
+
+    return RaftJournal(
+        args.raft,
+        [p.strip() for p in args.peers.split(",") if p.strip()],
+        secret,
+        os.path.join(os.path.abspath(args.state_dir), "raft"),
+        f"{host}:{port}",
+        on_deposed=_restart_process,
+    )
+
+
+def _restart_process() -> None:
+    """A deposed leader starts afresh as a follower: its state may hold uncommitted decisions."""
+    print("mapreduce: no longer the leader: restarting as a follower", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
+
+
+def _secret(args: argparse.Namespace) -> int:
+    import secrets
+
+    try:
+        fd = os.open(args.file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise UsageError(f"cannot create {args.file}: {exc.strerror}") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(secrets.token_hex(32) + "\n")
+    print(f"wrote a new cluster secret to {args.file} (mode 0600)")
     return 0
 
 
@@ -507,6 +634,10 @@ def _status(args: argparse.Namespace) -> int:
     if args.json:
         print(json_format.MessageToJson(status))
         return 0
+    if status.role == "follower":
+        leader = status.leader or "not elected yet"
+        print(f"this master candidate is a follower; the leader: {leader}")
+        return 0
     print(f"master epoch {status.epoch}; {len(status.workers)} workers")
     for w in status.workers:
         print(
@@ -558,6 +689,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "status": _status,
         "logs": _logs,
         "cancel": _cancel,
+        "secret": _secret,
     }
     try:
         return commands[args.command](args)

@@ -21,7 +21,7 @@ from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, 
 from mapreduce.planning import JobOptions, plan_job
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
-from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.master_client import MasterClient
 
 #: How long a client waits for an unreachable master before giving up.
 RETRY_SECONDS = 120.0
@@ -31,9 +31,10 @@ CALL_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
-def connect(master: str) -> pb_grpc.MasterStub:
-    channel = grpc.insecure_channel(master, options=convert.GRPC_OPTIONS)
-    return pb_grpc.MasterStub(channel)
+def connect(master: str) -> Any:
+    """A stub of the master at ``master`` (``HOST:PORT``, or several separated by commas:
+    master candidates, of which it follows the leader)."""
+    return MasterClient(master)
 
 
 def call(
@@ -82,9 +83,9 @@ def build_submission(options: JobOptions) -> pb.SubmitJobRequest:
     return pb.SubmitJobRequest(spec=convert.job_to_pb(spec))
 
 
-def submit(stub: pb_grpc.MasterStub, request: pb.SubmitJobRequest) -> str:
+def submit(stub: Any, request: pb.SubmitJobRequest) -> str:
     try:
-        reply = call(stub.SubmitJob, request)
+        reply: pb.SubmitJobReply = call(stub.SubmitJob, request)
     except grpc.RpcError as exc:
         if exc.code() == grpc.StatusCode.FAILED_PRECONDITION:
             raise UsageError(str(exc.details())) from None
@@ -93,7 +94,7 @@ def submit(stub: pb_grpc.MasterStub, request: pb.SubmitJobRequest) -> str:
 
 
 def wait_for(
-    stub: pb_grpc.MasterStub,
+    stub: Any,
     job_id: str,
     on_status: Callable[[pb.JobStatus], None] | None = None,
     every: float = 0.1,
@@ -112,7 +113,7 @@ def wait_for(
     while True:
         if workers_alive is not None and not workers_alive():
             raise JobFailedError(f"job {job_id} failed: every worker process exited")
-        status = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
+        status: pb.JobStatus = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
         if on_status is not None:
             on_status(status)
         if status.state == "succeeded" and status.summary_json:

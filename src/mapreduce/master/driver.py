@@ -106,6 +106,9 @@ class MasterDriver:
         self.liveness = Liveness(self.now())
         self.committers: dict[str, OutputCommitter] = {}
         self.recovery_messages: list[str] = []
+        #: set once this master has recovered its state (and, replicated, leads): only then
+        #: does it answer requests
+        self.serving = threading.Event()
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
@@ -139,12 +142,35 @@ class MasterDriver:
                     try:
                         committer.resume()
                     except (OSError, MapReduceError) as exc:
-                        log.error("job %s cannot resume its output: %s", job_id, exc)
+                        # A deposed leader that is still alive (paused, cut off) may hold the
+                        # lock of this same job's staging: its orders are fenced by the epoch.
+                        log.warning("job %s: %s; going on without the lock", job_id, exc)
                 if job.state is JobState.COMMITTING:
                     self._outputs.put(("commit", job_id))
                 elif job.state in (JobState.FAILED, JobState.CANCELLED):
                     committer.abort()  # its abort may not have happened before the crash
-        self.handle(ev.MasterStarted(self.now(), state.epoch + 1))
+        # The epoch: one more than any before, and the Raft term when replicated.
+        self.handle(ev.MasterStarted(self.now(), max(state.epoch + 1, self.journal.term())))
+        self.serving.set()
+
+    def lead(self) -> None:
+        """Wait until this master may serve (a replicated one: until it leads), then recover."""
+        self.journal.wait_for_leadership(self._stop)
+        self.recover()
+        log.info("serving in epoch %d with %d jobs known", self.state.epoch, len(self.state.jobs))
+
+    def role(self) -> str:
+        """``leader`` when this master serves, else ``follower``."""
+        return "leader" if self.serving.is_set() else "follower"
+
+    def not_serving_reason(self) -> str:
+        """Why a request is refused while this master does not serve."""
+        if not self.journal.replicated:
+            return "the master is starting"
+        leader = self.journal.leader_address()
+        if leader:
+            return f"not the leader; the leader is at {leader}"
+        return "not the leader; no leader is elected yet"
 
     def start(self) -> None:
         self._ticker.start()
@@ -240,6 +266,8 @@ class MasterDriver:
 
     def tick(self) -> None:
         """Check liveness; each silent worker and stalled attempt becomes a durable event."""
+        if not self.serving.is_set():
+            return
         with self.lock:
             found = self.liveness.expired(self.state, self.now())
         for event in found:

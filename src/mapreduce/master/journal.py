@@ -32,7 +32,15 @@ import zlib
 from dataclasses import dataclass
 from typing import NoReturn, Protocol
 
-__all__ = ["FileJournal", "Journal", "JournalCorruptError", "MemoryJournal", "Recovered"]
+__all__ = [
+    "FileJournal",
+    "Journal",
+    "JournalCorruptError",
+    "MemoryJournal",
+    "NotLeader",
+    "Recovered",
+    "SingleMaster",
+]
 
 _RECORD_MAGIC = b"MRJ1"
 _RECORD_HEADER = struct.Struct(">4sIQ")  # magic, payload length, sequence number
@@ -82,6 +90,10 @@ class JournalCorruptError(Exception):
         return f"journal corrupt: {where}: {self.reason}"
 
 
+class NotLeader(Exception):
+    """This master is not (or no longer) the leader: nothing it appended may be acted on."""
+
+
 class Journal(Protocol):
     """The master's durable log of opaque records, with snapshots."""
 
@@ -116,6 +128,37 @@ class Journal(Protocol):
     def close(self) -> None:
         """Make the records appended so far durable and release the journal; idempotent."""
         ...
+
+    #: whether other master candidates share this journal (then only the leader serves)
+    replicated: bool
+
+    def wait_for_leadership(self, stop: threading.Event) -> None:
+        """Block until this master may serve: at once for a single master; for a replicated
+        journal, once this candidate leads and holds every committed record."""
+        ...
+
+    def term(self) -> int:
+        """The replication term (0 for a single master's journal)."""
+        ...
+
+    def leader_address(self) -> str:
+        """Where the current leader serves ("" when unknown, or for a single master)."""
+        ...
+
+
+class SingleMaster:
+    """What a journal kept by one master alone says about leadership: it always leads."""
+
+    replicated = False
+
+    def wait_for_leadership(self, stop: threading.Event) -> None:
+        return
+
+    def term(self) -> int:
+        return 0
+
+    def leader_address(self) -> str:
+        return ""
 
 
 def _snapshot_name(seq: int) -> str:
@@ -203,7 +246,7 @@ def _read_snapshot(path: str, seq: int) -> bytes | str:
     return data[_SNAPSHOT_HEADER.size : -_CRC.size]
 
 
-class FileJournal:
+class FileJournal(SingleMaster):
     """A :class:`Journal` in a state directory, created (mode 0o700) if missing."""
 
     def __init__(self, directory: str | os.PathLike[str]) -> None:
@@ -531,7 +574,7 @@ class FileJournal:
         self._fd = self._lock_fd = None
 
 
-class MemoryJournal:
+class MemoryJournal(SingleMaster):
     """A :class:`Journal` that keeps nothing: for a master that runs without a state directory.
 
     ``recover`` finds nothing, ``sync`` returns at once, ``write_snapshot`` forgets the count.

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -21,6 +22,7 @@ from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind
 from mapreduce.errors import MapReduceError
 from mapreduce.master.driver import MasterDriver
+from mapreduce.master.journal import NotLeader
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -33,16 +35,24 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _guarded(method: F) -> F:
-    """Map bad requests to gRPC status codes instead of internal errors."""
+    """Only a serving master (the leader) answers; bad requests get status codes.
+
+    A master that does not serve (starting, or a follower among candidates) answers
+    UNAVAILABLE naming the leader, so clients and workers go there.
+    """
 
     @functools.wraps(method)
     def wrapper(self: Any, request: Any, context: grpc.ServicerContext) -> Any:
+        if not self.driver.serving.is_set():
+            context.abort(grpc.StatusCode.UNAVAILABLE, self.driver.not_serving_reason())
         try:
             return method(self, request, context)
         except convert.BadMessage as exc:
             context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(exc))
         except KeyError as exc:
             context.abort(grpc.StatusCode.NOT_FOUND, f"unknown id {exc}")
+        except NotLeader as exc:
+            context.abort(grpc.StatusCode.UNAVAILABLE, f"not the leader any more: {exc}")
 
     return wrapper  # type: ignore[return-value]
 
@@ -307,10 +317,14 @@ class MasterService(pb_grpc.MasterServicer):
         self.driver.handle(ev.JobCancelled(self._now(), request.job_id))
         return pb.Ack()
 
-    @_guarded
     def GetClusterStatus(
         self, request: pb.GetClusterStatusRequest, context: grpc.ServicerContext
     ) -> pb.ClusterStatus:
+        """Answered by every candidate: a follower says it is one and where the leader is."""
+        if not self.driver.serving.is_set():
+            return pb.ClusterStatus(
+                role=self.driver.role(), leader=self.driver.journal.leader_address()
+            )
         with self.driver.lock:
             snapshot = queries.cluster(self.driver.state, self.driver.liveness, self._now())
             workers = [
@@ -325,7 +339,13 @@ class MasterService(pb_grpc.MasterServicer):
                 if w.state == "alive"
             ]
             jobs = [self._job_status(job.id) for job in snapshot.jobs]
-        return pb.ClusterStatus(workers=workers, jobs=jobs, epoch=snapshot.epoch)
+        return pb.ClusterStatus(
+            workers=workers,
+            jobs=jobs,
+            epoch=snapshot.epoch,
+            role=self.driver.role(),
+            leader=self.driver.journal.leader_address(),
+        )
 
     @_guarded
     def GetTaskLogs(
@@ -348,13 +368,21 @@ class MasterService(pb_grpc.MasterServicer):
 def serve_master(
     listen: str, driver: MasterDriver, max_workers: int = 128
 ) -> tuple[grpc.Server, int]:
-    """Recover the driver's state, then serve on ``listen`` (port 0: any); return server, port."""
-    driver.recover()
+    """Serve on ``listen`` (port 0: any); return the server and its port.
+
+    A single master recovers its state before this returns.  A replicated one
+    (a master candidate) answers at once, as a follower, and a background thread
+    waits for it to lead, then recovers and serves.
+    """
     server, port = convert.start_grpc_server(
         listen,
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
         max_workers,
         "master-rpc",
     )
+    if driver.journal.replicated:
+        threading.Thread(target=driver.lead, name="master-lead", daemon=True).start()
+    else:
+        driver.lead()
     driver.start()
     return server, port

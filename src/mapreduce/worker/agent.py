@@ -29,7 +29,7 @@ from mapreduce.core.tasks import TaskKind
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
-from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.master_client import MasterClient
 from mapreduce.worker.executor import ChildAttempt, read_log_tail, start_fork_server
 from mapreduce.worker.shuffle import (
     FetchError,
@@ -49,7 +49,7 @@ class WorkerConfig:
     """How a worker runs.
 
     Attributes:
-        master: ``host:port`` of the master.
+        master: ``host:port`` of the master, or of every master candidate (comma-separated).
         listen: ``host:port`` the shuffle service binds (port 0: any free port).
         workdir: local directory for map output and job code.
         slots: how many tasks run at once.
@@ -173,7 +173,7 @@ class Worker:
         self.shuffle_server, port = serve_shuffle(self.config.listen, self.registry)
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
-        self.master = pb_grpc.MasterStub(self._channel(self.config.master))
+        self.master = MasterClient(self.config.master)
         self._register()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
