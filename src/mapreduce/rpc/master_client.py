@@ -13,6 +13,9 @@ from mapreduce.errors import UsageError
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 
+#: Answers that send a client to another candidate.
+_FOLLOW = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
 _LEADER_HINT = re.compile(r"the leader is at (\S+)")
 
 
@@ -21,17 +24,20 @@ class MasterClient:
 
     ``MasterClient("h1:7070,h2:7070,h3:7070").GetJobStatus(request, timeout=...)``
     calls the candidate believed to lead; one that answers UNAVAILABLE (a follower
-    naming the leader, or a dead one) makes it try the named leader, else the next
-    address, each once; then the UNAVAILABLE error is raised (:func:`call` retries).
+    naming the leader, or a dead one) or does not answer in time (a paused one)
+    makes it try the named leader, else the next address, each once; then the
+    error is raised (:func:`mapreduce.client.call` and the workers retry).  With
+    several addresses one try waits at most ``try_timeout`` seconds.
     """
 
-    def __init__(self, addresses: str | list[str]) -> None:
+    def __init__(self, addresses: str | list[str], try_timeout: float = 2.0) -> None:
         if isinstance(addresses, str):
             addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         if not addresses:
             raise UsageError("--master needs at least one HOST:PORT")
         self.addresses = list(addresses)
         self.current = self.addresses[0]
+        self.try_timeout = try_timeout
         self._stubs: dict[str, pb_grpc.MasterStub] = {}
         self._lock = threading.Lock()
 
@@ -50,11 +56,13 @@ class MasterClient:
         def invoke(request: Any, timeout: float | None = None) -> Any:
             tried: set[str] = set()
             address = self.current
+            if len(self.addresses) > 1:
+                timeout = self.try_timeout if timeout is None else min(timeout, self.try_timeout)
             while True:
                 try:
                     reply = getattr(self._stub(address), method)(request, timeout=timeout)
                 except grpc.RpcError as exc:
-                    if exc.code() != grpc.StatusCode.UNAVAILABLE:
+                    if exc.code() not in _FOLLOW or len(self.addresses) == 1:
                         raise
                     tried.add(address)
                     hint = _LEADER_HINT.search(exc.details() or "")
@@ -66,6 +74,18 @@ class MasterClient:
                     else:
                         raise
                     continue
+                if getattr(reply, "role", "") == "follower" and len(self.addresses) > 1:
+                    # A candidate that is not the leader answered the cluster status
+                    # itself (asked alone, it says so on purpose): go to the leader.
+                    tried.add(address)
+                    leader = getattr(reply, "leader", "")
+                    untried = [a for a in self.addresses if a not in tried]
+                    if leader and leader not in tried:
+                        address = leader
+                        continue
+                    if untried:
+                        address = untried[0]
+                        continue
                 self.current = address
                 return reply
 
