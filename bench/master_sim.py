@@ -27,6 +27,8 @@ import os
 import random
 import resource
 import shutil
+import socket
+import subprocess
 import sys
 import tempfile
 import time
@@ -40,6 +42,7 @@ from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.journal import FileJournal, Journal, MemoryJournal
+from mapreduce.master.raft import RaftJournal
 
 
 @dataclass
@@ -108,7 +111,7 @@ def simulate(
         journal=journal or MemoryJournal(),
         clock=clock,
     )
-    driver.recover()
+    driver.lead()
     group = GroupCommit(driver.journal)
     if trace:
         tracemalloc.start()
@@ -202,6 +205,55 @@ def simulate(
     )
 
 
+def follower(raft: str, peers: str, directory: str, secret: bytes) -> None:
+    """A master candidate that only replicates (its elections start late: the simulation leads)."""
+    journal = RaftJournal(raft, peers.split(","), secret, directory, "", election_timeout=(8, 9))
+    try:
+        while True:
+            time.sleep(1)
+    finally:
+        journal.close()
+
+
+class ReplicatedLog:
+    """Two follower processes and the simulation's own candidate: a replicated journal."""
+
+    def __init__(self, scratch: str) -> None:
+        ports = [_free_port() for _ in range(3)]
+        self.addresses = [f"127.0.0.1:{port}" for port in ports]
+        self.secret = os.urandom(16).hex().encode()
+        self.followers = [
+            subprocess.Popen(
+                [
+                    sys.executable, __file__, "--follower", self.addresses[i],
+                    "--peers", ",".join(a for a in self.addresses if a != self.addresses[i]),
+                    "--work-dir", os.path.join(scratch, f"follower-{i}"),
+                ],
+                stdin=subprocess.PIPE,
+            )
+            for i in (1, 2)
+        ]  # fmt: skip
+        for process in self.followers:
+            assert process.stdin is not None
+            process.stdin.write(self.secret + b"\n")
+            process.stdin.close()
+        self.journal = RaftJournal(
+            self.addresses[0], self.addresses[1:], self.secret, os.path.join(scratch, "leader"), ""
+        )
+
+    def close(self) -> None:
+        self.journal.close()
+        for process in self.followers:
+            process.kill()
+            process.wait()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def recovery_seconds(directory: str) -> tuple[float, str]:
     """How long a new master takes to rebuild its state from ``directory``'s journal."""
     started = time.perf_counter()
@@ -224,7 +276,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--work-dir", default=None, help="where the journal goes (default: a temporary directory)"
     )
+    parser.add_argument(
+        "--raft",
+        action="store_true",
+        help="also run with the journal replicated among 3 master candidates (Raft)",
+    )
+    parser.add_argument("--follower", default="", help=argparse.SUPPRESS)
+    parser.add_argument("--peers", default="", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.follower:
+        follower(args.follower, args.peers, args.work_dir, sys.stdin.readline().strip().encode())
+        return 0
     if args.quick:
         args.maps, args.reduces, args.workers = 2_000, 50, 100
     outcome = simulate(args.maps, args.reduces, args.workers, args.fail, args.seed, trace=False)
@@ -241,6 +303,22 @@ def main(argv: list[str] | None = None) -> int:
             output=os.path.join(scratch, "out"),
         )
         restart, recovered_state = recovery_seconds(os.path.join(scratch, "journal"))
+        replicated = None
+        if args.raft:
+            log = ReplicatedLog(os.path.join(scratch, "raft"))
+            try:
+                replicated = simulate(
+                    args.maps,
+                    args.reduces,
+                    args.workers,
+                    args.fail,
+                    args.seed,
+                    trace=False,
+                    journal=log.journal,
+                    output=os.path.join(scratch, "out-raft"),
+                )
+            finally:
+                log.close()
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     # A second, smaller run with tracemalloc shows how memory grows with M + R.
@@ -271,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
         f"{journaled.syncs:,} group syncs ({journaled.events / max(1, journaled.syncs):.1f} "
         f"events each); final state {journaled.state}"
     )
+    if replicated is not None:
+        replicated_rate = replicated.decisions / replicated.wall
+        print(
+            f"with the journal replicated among 3 candidates (Raft): {replicated.decisions:,} "
+            f"decisions in {replicated.wall:.2f} s = {replicated_rate:,.0f} per second, "
+            f"{replicated_rate / rate:.2f}x of the journal off; final state {replicated.state}"
+        )
     print(
         f"restart: a new master recovered that journal in {restart:.2f} s "
         f"(the job's state after recovery: {recovered_state})"
@@ -283,6 +368,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     print(f"process peak RSS: {rss_mib:,.0f} MiB")
     ok = outcome.state == journaled.state == recovered_state == "committing"
+    ok = ok and (replicated is None or replicated.state == "committing")
     return 0 if ok else 1
 
 

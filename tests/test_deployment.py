@@ -46,25 +46,39 @@ def test_dockerfile_installs_the_package_and_runs_the_cli() -> None:
     assert (REPO / "src" / "mapreduce").is_dir() and "src" in copied
 
 
-def test_compose_commands_are_valid_mapreduce_command_lines() -> None:
+def test_compose_runs_three_master_candidates_that_know_each_other() -> None:
     services = compose()["services"]
-    assert set(services) == {"master", "worker"}
+    candidates = ["master-1", "master-2", "master-3"]
+    assert set(services) == {*candidates, "worker"}
     parser = build_parser()
-    master = parser.parse_args(container_argv(services["master"]))
-    assert master.command == "master" and master.listen == "0.0.0.0:7070"
+    rafts = {}
+    for name in candidates:
+        service = services[name]
+        master = parser.parse_args(container_argv(service))
+        assert master.command == "master" and master.listen == "0.0.0.0:7070"
+        assert service["hostname"] == name  # the address the leader announces to clients
+        assert master.raft == f"{name}:7090" and master.state_dir == "/state"
+        assert f"{name}:/state" in service["volumes"]  # a journal of its own
+        assert "mapreduce_secret" in service["secrets"]  # mandatory with --peers
+        assert service["environment"]["MAPREDUCE_SECRET_FILE"] == "/run/secrets/mapreduce_secret"
+        published = [p.split(":")[-1] for p in service["ports"]]
+        assert str(master.http_port) in published
+        rafts[name] = set(master.peers.split(","))
+    for name in candidates:  # each lists the two others
+        assert rafts[name] == {f"{other}:7090" for other in candidates if other != name}
+    assert compose()["secrets"]["mapreduce_secret"]["file"] == "./secret"
     worker = parser.parse_args(container_argv(services["worker"]))
     assert worker.command == "worker"
-    assert worker.master == "master:7070"  # the master service, on the port it listens on
+    assert worker.master == ",".join(f"{name}:7070" for name in candidates)
     assert worker.listen.startswith("0.0.0.0:")
     assert worker.advertise == "$(hostname -i)"  # expanded by the container's shell
-    published = [p.split(":")[-1] for p in services["master"]["ports"]]
-    assert str(master.http_port) in published
 
 
 def test_every_service_sees_the_shared_data_directory() -> None:
-    for name, service in compose()["services"].items():
+    services = compose()["services"]
+    for name, service in services.items():
         assert "./data:/data" in service["volumes"], name
-    assert compose()["services"]["worker"]["image"] == compose()["services"]["master"]["image"]
+        assert service["image"] == services["worker"]["image"], name
 
 
 def test_workers_listening_on_every_interface_advertise_a_reachable_host() -> None:

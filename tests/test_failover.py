@@ -22,108 +22,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import grpc
 import pytest
 
-from mapreduce.rpc._generated import mapreduce_pb2 as pb
-from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 from tests.conftest import GUTENBERG, JOBS, run_cli
-from tests.daemons import free_port, kill_group, wait_until
+from tests.daemons import Candidates, free_port, wait_until
 from tests.netbed import MAPREDUCE, Host, Netbed, wait_for
-
-
-class Candidates:
-    """Master candidates on loopback, with their workers."""
-
-    def __init__(self, tmp_path: Path, count: int = 3) -> None:
-        self.tmp_path = tmp_path
-        self.secret = tmp_path / "secret"
-        assert run_cli("secret", self.secret).returncode == 0
-        self.grpc = [f"127.0.0.1:{free_port()}" for _ in range(count)]
-        self.raft = [f"127.0.0.1:{free_port()}" for _ in range(count)]
-        self.masters: dict[int, subprocess.Popen[str]] = {}
-        self.workers: list[subprocess.Popen[str]] = []
-
-    @property
-    def address(self) -> str:
-        return ",".join(self.grpc)
-
-    def start(self, i: int, *extra: str) -> None:
-        peers = ",".join(r for j, r in enumerate(self.raft) if j != i)
-        self.masters[i] = subprocess.Popen(
-            [
-                sys.executable, "-m", "mapreduce", "master", "--listen", self.grpc[i],
-                "--raft", self.raft[i], "--peers", peers, "--secret-file", str(self.secret),
-                "--state-dir", str(self.tmp_path / f"candidate-{i}"), "--no-http",
-                "--worker-timeout", "5", *extra,
-            ],
-            stdout=(self.tmp_path / f"candidate-{i}.out").open("a"),
-            stderr=(self.tmp_path / f"candidate-{i}.err").open("a"),
-            text=True,
-            start_new_session=True,
-        )  # fmt: skip
-
-    def start_all(self) -> None:
-        for i in range(len(self.grpc)):
-            self.start(i)
-
-    def status(self, i: int) -> pb.ClusterStatus | None:
-        channel = grpc.insecure_channel(self.grpc[i])
-        try:
-            stub = pb_grpc.MasterStub(channel)
-            return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=2)
-        except grpc.RpcError:
-            return None
-        finally:
-            channel.close()
-
-    def leader(self, among: list[int] | None = None) -> int | None:
-        """The candidate that serves as the leader, if exactly one does."""
-        found = []
-        for i in among if among is not None else range(len(self.grpc)):
-            status = self.status(i)
-            if status is not None and status.role == "leader":
-                found.append(i)
-        return found[0] if len(found) == 1 else None
-
-    def wait_for_leader(self, among: list[int] | None = None) -> int:
-        wait_until(lambda: self.leader(among) is not None, "a leader", timeout=60)
-        leader = self.leader(among)
-        assert leader is not None
-        return leader
-
-    def start_workers(self, count: int) -> None:
-        for i in range(count):
-            self.workers.append(
-                subprocess.Popen(
-                    [
-                        sys.executable, "-m", "mapreduce", "worker", "--master", self.address,
-                        "--workdir", str(self.tmp_path / f"worker-{i}"),
-                    ],
-                    stdout=subprocess.DEVNULL,
-                    stderr=(self.tmp_path / f"worker-{i}.log").open("w"),
-                    text=True,
-                    start_new_session=True,
-                )
-            )  # fmt: skip
-        leader = self.wait_for_leader()
-        wait_until(
-            lambda: len(self.status(leader).workers) == count,  # type: ignore[union-attr]
-            f"{count} workers",
-        )
-
-    def job(self, job_id: str) -> pb.JobStatus:
-        from mapreduce import client
-
-        stub = client.connect(self.address)
-        return client.call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id), quiet=True)
-
-    def kill(self, i: int) -> None:
-        kill_group(self.masters.pop(i))
-
-    def close(self) -> None:
-        for process in [*self.workers, *self.masters.values()]:
-            kill_group(process)
 
 
 @pytest.fixture

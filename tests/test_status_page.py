@@ -485,7 +485,7 @@ def test_unknown_job_is_404_and_health_is_ok() -> None:
     with EmbeddedCluster(0, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
-        assert get(f"{base}/health") == (200, "text/plain", "ok\n")
+        assert get(f"{base}/health") == (200, "text/plain", "ok (leader)\n")
         for path in (
             "/jobs/no-such-job",
             "/api/jobs/no-such-job",

@@ -109,6 +109,7 @@ class MasterDriver:
         #: set once this master has recovered its state (and, replicated, leads): only then
         #: does it answer requests
         self.serving = threading.Event()
+        self._assigned_yet = False
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
@@ -320,6 +321,9 @@ class MasterDriver:
                 for a in actions
                 if isinstance(a, act.AssignTask)
             ]
+            if assigned and not self._assigned_yet:
+                self._assigned_yet = True
+                log.info("first task assigned in epoch %d at %.3f", self.state.epoch, self.now())
         self.journal.sync(seq)
         return actions, assigned
 

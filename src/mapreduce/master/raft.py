@@ -46,11 +46,23 @@ log = logging.getLogger("mapreduce.master.raft")
 COMMIT_TIMEOUT = 10.0
 
 
+#: Kinds of the pieces a replicated command carries.
+RECORD, SNAPSHOT = 0, 1
+#: The most bytes of records one Raft entry carries (PySyncObj sends larger entries in a
+#: separate transmission, which failed under load in our measurements), and of one piece.
+ENTRY_BYTES = 48 << 10
+PIECE_BYTES = 32 << 10
+
+#: (kind, more pieces follow, data, for a snapshot: how many records it covers)
+Piece = tuple[int, bool, bytes, int]
+
+
 class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
     """The replicated state: the newest snapshot, the records after it, and who leads.
 
     Its methods marked ``@replicated`` run on every candidate, in log order, once
-    committed; they must stay deterministic.
+    committed; they must stay deterministic.  Records and snapshots travel in pieces
+    of at most :data:`PIECE_BYTES`, several to an entry.
     """
 
     def __init__(self) -> None:
@@ -61,26 +73,39 @@ class ReplicatedLog(SyncObjConsumer):  # type: ignore[misc]
         self.total = 0
         #: the gRPC address each term's leader announced, newest last
         self.leaders: dict[int, str] = {}
+        self.partial = [b"", b""]  # a record and a snapshot whose last pieces are to come
 
     @replicated  # type: ignore[untyped-decorator]
-    def append(self, record: bytes) -> int:
-        self.records.append(record)
-        self.total += 1
+    def extend(self, pieces: list[Piece]) -> int:
+        for kind, more, data, upto in pieces:
+            self.partial[kind] += data
+            if more:
+                continue
+            whole, self.partial[kind] = self.partial[kind], b""
+            if kind == RECORD:
+                self.records.append(whole)
+                self.total += 1
+            else:  # the state after the first `upto` records: drop those
+                drop = len(self.records) - (self.total - upto)
+                if drop >= 0:
+                    del self.records[:drop]
+                    self.snapshot = whole
         return self.total
-
-    @replicated  # type: ignore[untyped-decorator]
-    def compact(self, payload: bytes, upto: int) -> None:
-        """``payload`` is the state after the first ``upto`` records: drop those."""
-        drop = len(self.records) - (self.total - upto)
-        if drop >= 0:
-            del self.records[:drop]
-            self.snapshot = payload
 
     @replicated  # type: ignore[untyped-decorator]
     def announce(self, term: int, address: str) -> None:
         self.leaders[term] = address
         for old in sorted(self.leaders)[:-8]:
             del self.leaders[old]
+
+
+def pieces_of(kind: int, data: bytes, upto: int = 0) -> list[Piece]:
+    """``data`` cut into pieces (an empty one still makes one piece)."""
+    cuts = range(0, max(len(data), 1), PIECE_BYTES)
+    return [
+        (kind, start + PIECE_BYTES < len(data), data[start : start + PIECE_BYTES], upto)
+        for start in cuts
+    ]
 
 
 class RaftJournal:
@@ -93,6 +118,8 @@ class RaftJournal:
         directory: where PySyncObj keeps its journal and dumps.
         grpc_address: the address clients reach this candidate's master service at.
         on_deposed: called (from PySyncObj's thread) when this candidate stops leading.
+        election_timeout: the range a follower waits, without hearing from a leader, before
+            it stands for election (PySyncObj's raftMinTimeout and raftMaxTimeout).
     """
 
     def __init__(
@@ -103,6 +130,7 @@ class RaftJournal:
         directory: str,
         grpc_address: str,
         on_deposed: Callable[[], None] | None = None,
+        election_timeout: tuple[float, float] = (0.4, 1.4),
     ) -> None:
         if not secret:
             raise ValueError("a replicated master needs the cluster secret")
@@ -114,8 +142,9 @@ class RaftJournal:
         self._cond = threading.Condition()
         self._next = 0  # local numbers of this leader's appends
         self._done = 0  # every append up to this one is committed
+        self._sent = 0  # every append up to this one is on its way
+        self._pending: list[Piece] = []  # pieces of the appends not sent yet
         self._base = 0  # records committed before this candidate took the lead
-        self._outcomes: dict[int, bool] = {}
         self._failed: str | None = None
         self._since_snapshot = 0
         self._led = False
@@ -123,7 +152,12 @@ class RaftJournal:
             password=secret.decode("utf-8", "surrogateescape"),
             journalFile=os.path.join(directory, "raft.journal"),
             fullDumpFile=os.path.join(directory, "raft.dump"),
+            raftMinTimeout=election_timeout[0],
+            raftMaxTimeout=election_timeout[1],
+            connectionTimeout=max(3.5, election_timeout[1]),
             leaderFallbackTimeout=3.0,
+            autoTickPeriod=0.005,  # commands queued by other threads wait at most this long
+            appendEntriesPeriod=0.02,
             connectionRetryTime=1.0,
             dynamicMembershipChange=False,
             onStateChanged=self._state_changed,
@@ -181,23 +215,47 @@ class RaftJournal:
         return Recovered(self.log.snapshot, list(self.log.records), [])
 
     def append(self, record: bytes) -> int:
+        """Queue ``record``; it is sent (with the others queued) when somebody syncs."""
         with self._cond:
             if self._failed:
                 raise NotLeader(self._failed)
             self._next += 1
-            number = self._next
             self._since_snapshot += 1
-        self.log.append(record, callback=lambda result, error: self._committed(number, error))
-        return number
+            self._pending.extend(pieces_of(RECORD, record))
+            return self._next
+
+    def _send_pending(self) -> None:
+        """Send the queued pieces in entries of at most :data:`ENTRY_BYTES` (lock held)."""
+        if not self._pending:
+            return
+        batch: list[Piece] = []
+        size = 0
+        for piece in self._pending:
+            if batch and size + len(piece[2]) > ENTRY_BYTES:
+                self._send(batch, last=False)
+                batch, size = [], 0
+            batch.append(piece)
+            size += len(piece[2])
+        self._send(batch, last=True)
+        self._pending = []
+        self._sent = self._next
+
+    def _send(self, pieces: list[Piece], last: bool) -> None:
+        """One entry; the last of a flush confirms every append up to the newest."""
+        number = self._next if last else 0
+
+        def done(result: Any, error: int) -> None:
+            self._committed(number, error)
+
+        self.log.extend(pieces, callback=done)
 
     def _committed(self, number: int, error: int) -> None:
+        """An entry committed (entries commit in the order they were sent)."""
         with self._cond:
-            self._outcomes[number] = error == FAIL_REASON.SUCCESS
-            while self._done + 1 in self._outcomes:
-                if not self._outcomes.pop(self._done + 1):
-                    self._failed = f"a record was not committed (PySyncObj reason {error})"
-                    break
-                self._done += 1
+            if error != FAIL_REASON.SUCCESS:
+                self._failed = f"a record was not committed (PySyncObj reason {error})"
+            elif number:
+                self._done = max(self._done, number)
             self._cond.notify_all()
 
     def sync(self, seq: int) -> None:
@@ -208,6 +266,8 @@ class RaftJournal:
         """
         deadline = time.monotonic() + COMMIT_TIMEOUT
         with self._cond:
+            if seq > self._sent:
+                self._send_pending()  # group commit: every record queued so far, together
             while self._done < seq:
                 if self._failed:
                     raise NotLeader(self._failed)
@@ -225,11 +285,8 @@ class RaftJournal:
         with self._cond:
             upto = self._base + self._next  # every record of this leader's, and all before
             self._since_snapshot = 0
-        self.log.compact(payload, upto, callback=_ignore)
+            self._pending.extend(pieces_of(SNAPSHOT, payload, upto))
+            self._send_pending()
 
     def close(self) -> None:
         self.node.destroy()
-
-
-def _ignore(result: Any, error: int) -> None:
-    """A compaction that does not commit changes nothing: the next one will."""

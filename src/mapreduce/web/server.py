@@ -36,6 +36,13 @@ def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
     def as_json(data: Any) -> tuple[int, str, str]:
         return HTTPStatus.OK, js, json.dumps(data, indent=1)
 
+    if parts == ["health"]:
+        return HTTPStatus.OK, "text/plain", f"ok ({driver.role()})\n"
+    if not driver.serving.is_set():  # a master candidate that does not lead: say who does
+        reason = driver.not_serving_reason()
+        if parts[:1] == ["api"]:
+            return HTTPStatus.SERVICE_UNAVAILABLE, js, json.dumps({"error": reason})
+        return HTTPStatus.SERVICE_UNAVAILABLE, "text/plain; charset=utf-8", reason + "\n"
     match parts:
         case []:
             return HTTPStatus.OK, html, pages.cluster_page(views.cluster_view(driver))
@@ -53,8 +60,6 @@ def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
             return as_json(views.task_logs_view(driver, job_id, task))
         case ["metrics"]:
             return HTTPStatus.OK, "text/plain; version=0.0.4", views.metrics_text(driver)
-        case ["health"]:
-            return HTTPStatus.OK, "text/plain", "ok\n"
     raise KeyError(path)
 
 

@@ -161,7 +161,7 @@ class Worker:
                 if self.stopping.is_set():
                     raise
                 time.sleep(delay)
-                delay = min(delay * 2, 2.0)
+                delay = min(delay * 2, 0.5)  # a new leader is found within half a second
 
     # -- life cycle -----------------------------------------------------------
 
