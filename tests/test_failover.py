@@ -167,12 +167,12 @@ def test_all_candidates_restarted_lose_no_committed_event(
     leader = candidates.wait_for_leader()
     before = candidates.status(leader)
     assert before is not None
-    result = run_cli(
-        "submit", JOBS / "stall.py", "--master", candidates.address, "-i", inputs,
-        "-o", tmp_path / "out", "-p", "stall=0", "--wait", "-q",
+    result = run_cli(  # run on the daemons, following the leader
+        "run", JOBS / "stall.py", "--master", candidates.address, "-i", inputs,
+        "-o", tmp_path / "out", "-p", "stall=0",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    job_id = result.stdout.strip().splitlines()[0]
+    job_id = result.stdout.split()[1]  # "job JOB_ID succeeded: output in ..."
     for i in list(candidates.masters):
         candidates.kill(i)
     candidates.start_all()

@@ -160,6 +160,13 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="run sequentially in this process (the reference execution)",
     )
     run.add_argument(
+        "--master",
+        default="",
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="run on running daemons instead (as submit --wait): the master, or every master "
+        "candidate",
+    )
+    run.add_argument(
         "--workers",
         "-w",
         type=int,
@@ -411,6 +418,11 @@ def _interrupt(signum: int, frame: object) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     options = _job_options(args)
+    if args.local and args.master:
+        raise UsageError("--local and --master exclude each other")
+    if args.master:
+        args.wait = True
+        return _submit(args)
     if args.local:
         summary = run_local(options)
         if not args.quiet:
@@ -606,7 +618,8 @@ def _submit(args: argparse.Namespace) -> int:
     request = client.build_submission(_job_options(args))
     stub = client.connect(args.master)
     job_id = client.submit(stub, request)
-    print(job_id, flush=True)
+    if args.command == "submit":
+        print(job_id, flush=True)
     if args.wait:
         _follow(stub, job_id, args.quiet)
     return 0
