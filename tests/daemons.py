@@ -16,6 +16,7 @@ import grpc
 
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.security import Security
 from tests.conftest import run_cli
 
 
@@ -46,6 +47,7 @@ class Candidates:
         self.tmp_path = tmp_path
         self.secret = tmp_path / "secret"
         assert run_cli("secret", self.secret).returncode == 0
+        self.security = Security(self.secret.read_bytes().strip())
         self.grpc = [f"127.0.0.1:{free_port()}" for _ in range(count)]
         self.raft = [f"127.0.0.1:{free_port()}" for _ in range(count)]
         self.masters: dict[int, subprocess.Popen[str]] = {}
@@ -75,7 +77,7 @@ class Candidates:
             self.start(i)
 
     def status(self, i: int) -> pb.ClusterStatus | None:
-        channel = grpc.insecure_channel(self.grpc[i])
+        channel = self.security.channel(self.grpc[i], [])
         try:
             stub = pb_grpc.MasterStub(channel)
             return stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=2)
@@ -106,6 +108,7 @@ class Candidates:
                     [
                         sys.executable, "-m", "mapreduce", "worker", "--master", self.address,
                         "--workdir", str(self.tmp_path / f"worker-{i}"),
+                        "--secret-file", str(self.secret),
                     ],
                     stdout=subprocess.DEVNULL,
                     stderr=(self.tmp_path / f"worker-{i}.log").open("w"),
@@ -122,7 +125,7 @@ class Candidates:
     def job(self, job_id: str) -> pb.JobStatus:
         from mapreduce import client
 
-        stub = client.connect(self.address)
+        stub = client.connect(self.address, self.security)
         return client.call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id), quiet=True)
 
     def kill(self, i: int) -> None:

@@ -95,7 +95,7 @@ def test_workers_sigkilled_at_random_still_give_identical_output(
     job = EXAMPLES / "wordcount.py"
     with EmbeddedCluster(0, FAST) as cluster:
         workers = [cluster.start_worker(i) for i in range(3)]
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         request = client.build_submission(
             options(job, gutenberg, out, 4, split_size=64 << 10, backup_tasks=True)
         )
@@ -137,7 +137,7 @@ def test_worker_killed_after_its_maps_completed_forces_their_reexecution(
     out = tmp_path / "out"
     job = EXAMPLES / "wordcount.py"
     with EmbeddedCluster(0, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         request = client.build_submission(options(job, gutenberg, out, 2))
         num_maps = len(request.spec.splits)
         first = cluster.start_worker(0, "--fail-after", str(num_maps))  # dies after its maps
@@ -159,7 +159,7 @@ def test_straggler_gets_a_backup_task_that_wins(tmp_path: Path) -> None:
     (inputs / "slow.txt").write_text("a d\n" * 10)
     out = tmp_path / "out"
     with EmbeddedCluster(2, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         started = time.monotonic()
         job_id = client.submit(
             stub, client.build_submission(options(JOBS / "straggler.py", inputs, out, 1))
@@ -194,7 +194,7 @@ def test_user_code_killing_its_process_fails_the_attempt_not_the_worker(tmp_path
     inp.write_text("x\ny\nx\n")
     out = tmp_path / "out"
     with EmbeddedCluster(1, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         job_id = client.submit(
             stub, client.build_submission(options(JOBS / "hard_exit.py", inp, out, 1))
         )
@@ -208,7 +208,7 @@ def test_user_code_killing_its_process_fails_the_attempt_not_the_worker(tmp_path
 
 def test_jobs_queue_on_one_cluster_and_status_lists_them(gutenberg: Path, tmp_path: Path) -> None:
     with EmbeddedCluster(2, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         ids = [
             client.submit(
                 stub,
@@ -220,7 +220,9 @@ def test_jobs_queue_on_one_cluster_and_status_lists_them(gutenberg: Path, tmp_pa
         ]
         for job_id in ids:
             client.wait_for(stub, job_id)
-        status = run_cli("status", "--master", cluster.address)
+        status = run_cli(
+            "status", "--master", cluster.address, "--secret-file", cluster.secret_file
+        )
         assert status.returncode == 0, status.stderr
         assert "; 2 workers" in status.stdout
         assert all(f"[{job_id}] succeeded" in status.stdout for job_id in ids)
@@ -296,7 +298,7 @@ def test_submit_and_wait_against_daemons(gutenberg: Path, tmp_path: Path) -> Non
 
 def test_malformed_and_unknown_requests_get_error_statuses() -> None:
     with EmbeddedCluster(0, FAST) as cluster:
-        channel = grpc.insecure_channel(cluster.address)
+        channel = cluster.security.channel(cluster.address, convert.GRPC_OPTIONS)
         stub = pb_grpc.MasterStub(channel)
         with pytest.raises(grpc.RpcError) as info:
             stub.GetJobStatus(pb.GetJobStatusRequest(job_id="nope"), timeout=10)
@@ -336,7 +338,7 @@ def test_failed_embedded_job_raises(tmp_path: Path) -> None:
     inp = tmp_path / "in.txt"
     inp.write_text("POISON\n")
     with EmbeddedCluster(1, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         request = client.build_submission(
             options(JOBS / "poison.py", inp, tmp_path / "o", 1, max_attempts=1)
         )
@@ -507,7 +509,7 @@ def test_output_appearing_during_the_job_fails_it_without_touching_it(tmp_path: 
     inp.write_text("a b\n")
     out = tmp_path / "out"
     with EmbeddedCluster(1, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         request = client.build_submission(
             options(JOBS / "sleepy.py", inp, out, 1, params={"sleep": "2"})
         )
@@ -527,7 +529,7 @@ def test_job_ids_and_outputs_that_could_escape_are_refused(tmp_path: Path) -> No
     inp = tmp_path / "in.txt"
     inp.write_text("a\n")
     with EmbeddedCluster(0, FAST) as cluster:
-        stub = pb_grpc.MasterStub(grpc.insecure_channel(cluster.address))
+        stub = pb_grpc.MasterStub(cluster.security.channel(cluster.address, convert.GRPC_OPTIONS))
         request = client.build_submission(options(JOBS / "sleepy.py", inp, tmp_path / "o", 1))
         for job_id in ["../../etc", "a/b", "", ".hidden"]:
             request.spec.job_id = job_id
@@ -548,17 +550,21 @@ def test_cancel_stops_a_running_job_and_leaves_no_output(tmp_path: Path) -> None
     (inp / "slow.txt").write_text("a\n")
     out = tmp_path / "out"
     with EmbeddedCluster(1, FAST) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         request = client.build_submission(
             options(JOBS / "straggler.py", inp, out, 1, backup_tasks=False)
         )
         job_id = client.submit(stub, request)
         time.sleep(1)  # the map attempt is sleeping in the worker
-        result = run_cli("cancel", job_id, "--master", cluster.address)
+        result = run_cli(
+            "cancel", job_id, "--master", cluster.address, "--secret-file", cluster.secret_file
+        )
         assert result.returncode == 0, result.stderr
         with pytest.raises(JobFailedError, match="cancelled"):
             client.wait_for(stub, job_id)
-        unknown = run_cli("cancel", "job-nope", "--master", cluster.address)
+        unknown = run_cli(
+            "cancel", "job-nope", "--master", cluster.address, "--secret-file", cluster.secret_file
+        )
         assert unknown.returncode == 1 and "NOT_FOUND" in unknown.stderr
     assert not out.exists()
     assert not list(tmp_path.glob(".out.staging-*"))

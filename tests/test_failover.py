@@ -44,6 +44,7 @@ def submit_and_wait(
     process = subprocess.Popen(
         [
             sys.executable, "-m", "mapreduce", "submit", str(job), "--master", candidates.address,
+            "--secret-file", str(candidates.secret),
             "-i", str(inputs), "-o", str(out), "--quiet", "--wait", *extra,
         ],
         stdout=subprocess.PIPE,
@@ -151,7 +152,10 @@ def test_a_paused_leader_steps_down_and_commits_nothing(
     assert parts(tmp_path / "out") == expected
     assert candidates.job(job_id).state == "succeeded"
     for partition in range(3):  # each partition committed by exactly one attempt
-        logs = run_cli("logs", job_id, f"reduce-{partition:05d}", "--master", candidates.address)
+        logs = run_cli(
+            "logs", job_id, f"reduce-{partition:05d}", "--master", candidates.address,
+            "--secret-file", candidates.secret,
+        )  # fmt: skip
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout.count(": succeeded") == 1, logs.stdout
 
@@ -169,7 +173,7 @@ def test_all_candidates_restarted_lose_no_committed_event(
     assert before is not None
     result = run_cli(  # run on the daemons, following the leader
         "run", JOBS / "stall.py", "--master", candidates.address, "-i", inputs,
-        "-o", tmp_path / "out", "-p", "stall=0",
+        "-o", tmp_path / "out", "-p", "stall=0", "--secret-file", candidates.secret,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
     job_id = result.stdout.split()[1]  # "job JOB_ID succeeded: output in ..."
@@ -246,10 +250,13 @@ def test_a_leader_cut_off_from_the_others_cannot_commit_and_the_majority_finishe
         bed.spawn(host, "master", argv, f"{host.ip}:7070")
     for host in workers:
         argv = [*MAPREDUCE, "worker", "--master", everyone, "--listen", f"{host.ip}:0"]
+        argv += ["--secret-file", str(secret)]
         bed.spawn(host, "worker", [*argv, "--name", host.label], everyone)
 
     def role(address: str) -> dict[str, Any]:
-        result = bed.mapreduce(workers[0], "status", "--master", address, "--json")
+        result = bed.mapreduce(
+            workers[0], "status", "--master", address, "--json", "--secret-file", secret
+        )
         return json.loads(result.stdout) if result.returncode == 0 else {}
 
     def leader(among: list[Host]) -> Host | None:
@@ -268,6 +275,7 @@ def test_a_leader_cut_off_from_the_others_cannot_commit_and_the_majority_finishe
         "submit",
         [
             *MAPREDUCE, "submit", str(JOBS / "slow_wordcount.py"), "--master", everyone,
+            "--secret-file", str(secret),
             "-i", str(GUTENBERG), "-o", str(out), "-r", "3", "-p", "delay=0.02", "--wait", "-q",
         ],
         everyone,
@@ -276,7 +284,9 @@ def test_a_leader_cut_off_from_the_others_cannot_commit_and_the_majority_finishe
     job_id = waiting.log.read_text().split()[0]
 
     def maps_done() -> int:
-        result = bed.mapreduce(workers[1], "status", "--master", everyone, "--job", job_id)
+        result = bed.mapreduce(
+            workers[1], "status", "--master", everyone, "--job", job_id, "--secret-file", secret
+        )
         return int(result.stdout.split("map ")[1].split("/")[0]) if "map " in result.stdout else 0
 
     wait_for(lambda: maps_done() >= 1, "some maps done", timeout=60)
@@ -289,8 +299,9 @@ def test_a_leader_cut_off_from_the_others_cannot_commit_and_the_majority_finishe
     assert parts(out) == expected
     for partition in range(3):  # each partition committed by exactly one attempt
         logs = bed.mapreduce(
-            workers[1], "logs", job_id, f"reduce-{partition:05d}", "--master", everyone
-        )
+            workers[1], "logs", job_id, f"reduce-{partition:05d}", "--master", everyone,
+            "--secret-file", secret,
+        )  # fmt: skip
         assert logs.returncode == 0, logs.stderr
         assert logs.stdout.count(": succeeded") == 1, logs.stdout
     wait_for(

@@ -98,7 +98,7 @@ def test_failures_as_they_happen_status_and_logs(tmp_path: Path) -> None:
     inp = tmp_path / "in.txt"
     inp.write_text("x\ny\n")
     with EmbeddedCluster(1, MasterConfig(worker_timeout=5)) as cluster:
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         job_id = client.submit(
             stub,
             client.build_submission(
@@ -110,21 +110,54 @@ def test_failures_as_they_happen_status_and_logs(tmp_path: Path) -> None:
             ),
         )
         client.wait_for(stub, job_id)
-        status = run_cli("status", "--master", cluster.address, "--job", job_id)
+        status = run_cli(
+            "status",
+            "--master",
+            cluster.address,
+            "--job",
+            job_id,
+            "--secret-file",
+            cluster.secret_file,
+        )
         assert status.returncode == 0, status.stderr
         assert f"[{job_id}] succeeded" in status.stdout
         assert "attempt failed: map-00000 attempt 0" in status.stdout
         assert "RuntimeError: first attempts always fail" in status.stdout
         assert "succeeded: output in" in status.stdout
-        as_json = run_cli("status", "--master", cluster.address, "--job", job_id, "--json")
+        as_json = run_cli(
+            "status",
+            "--master",
+            cluster.address,
+            "--job",
+            job_id,
+            "--json",
+            "--secret-file",
+            cluster.secret_file,
+        )
         assert json.loads(as_json.stdout)["state"] == "succeeded"
-        logs = run_cli("logs", job_id, "map-00000", "--master", cluster.address)
+        logs = run_cli(
+            "logs",
+            job_id,
+            "map-00000",
+            "--master",
+            cluster.address,
+            "--secret-file",
+            cluster.secret_file,
+        )
         assert logs.returncode == 0, logs.stderr
         assert "== map-00000 attempt 0" in logs.stdout and ": failed" in logs.stdout
         assert "hello from map-00000 attempt 0" in logs.stdout
         assert "hello from map-00000 attempt 1" in logs.stdout
         assert "a warning on stderr" in logs.stdout
         assert 'chatty.py", line' in logs.stdout  # the traceback
-        missing = run_cli("logs", job_id, "map-00099", "--master", cluster.address)
+        missing = run_cli(
+            "logs",
+            job_id,
+            "map-00099",
+            "--master",
+            cluster.address,
+            "--secret-file",
+            cluster.secret_file,
+        )
         assert missing.returncode == 1
         assert "the master says NOT_FOUND" in missing.stderr

@@ -354,7 +354,7 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
     with EmbeddedCluster(2, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         job_id = client.submit(stub, request)
         api, page = f"{base}/api/jobs/{job_id}", f"{base}/jobs/{job_id}"
         try:
@@ -432,7 +432,7 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
     with EmbeddedCluster(2, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         job_id = client.submit(stub, request)
         client.wait_for(stub, job_id)
 

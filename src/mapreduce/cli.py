@@ -154,6 +154,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "on an embedded cluster of --workers worker processes, or sequentially with --local.",
     )
     _add_job_flags(run)
+    _add_secret_flag(run)
     run.add_argument(
         "--local",
         action="store_true",
@@ -192,6 +193,15 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         metavar="SECONDS",
         help="embedded cluster: fail and retry an attempt that makes no progress for this long "
         "(default 600)",
+    )
+
+
+def _add_secret_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--secret-file",
+        default=os.environ.get("MAPREDUCE_SECRET_FILE", ""),
+        metavar="FILE",
+        help="the cluster secret every call carries (default $MAPREDUCE_SECRET_FILE)",
     )
 
 
@@ -266,6 +276,7 @@ def _add_cluster_parsers(
     )
 
     worker = subparsers.add_parser("worker", help="run a worker daemon")
+    _add_secret_flag(worker)
     worker.add_argument(
         "--master",
         required=True,
@@ -305,6 +316,7 @@ def _add_cluster_parsers(
     )
 
     submit = subparsers.add_parser("submit", help="submit a job to a running master")
+    _add_secret_flag(submit)
     _add_job_flags(submit)
     submit.add_argument(
         "--master",
@@ -324,6 +336,7 @@ def _add_cluster_parsers(
     secret.add_argument("file", metavar="FILE")
 
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
+    _add_secret_flag(status)
     status.add_argument(
         "--master",
         required=True,
@@ -334,6 +347,7 @@ def _add_cluster_parsers(
     status.add_argument("--job", metavar="JOB_ID", help="show one job and its summary")
 
     cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
+    _add_secret_flag(cancel)
     cancel.add_argument("job", metavar="JOB_ID")
     cancel.add_argument(
         "--master",
@@ -345,6 +359,7 @@ def _add_cluster_parsers(
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
     )
+    _add_secret_flag(logs)
     logs.add_argument("job", metavar="JOB_ID")
     logs.add_argument("task", metavar="TASK", help="map-00003 or reduce-00001")
     logs.add_argument(
@@ -448,7 +463,7 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             page = cluster.status_server.url if cluster.status_server is not None else "off"
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
-        stub = client.connect(cluster.address)
+        stub = cluster.connect()
         job_id = client.submit(stub, request)
         _follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
     return 0
@@ -491,7 +506,7 @@ def _master(args: argparse.Namespace) -> int:
     else:
         driver = MasterDriver(config)
     try:
-        server, port = serve_master(args.listen, driver)
+        server, port = serve_master(args.listen, driver, security=_security(args))
     except JournalCorruptError as exc:
         raise UsageError(f"--state-dir {args.state_dir}: {exc}") from None
     for message in driver.recovery_messages:
@@ -531,6 +546,13 @@ def read_secret(path: str, flag: str = "--secret-file") -> bytes:
     if len(secret) < 16:
         raise UsageError(f"{flag} {path}: the secret must be at least 16 bytes (mapreduce secret)")
     return secret
+
+
+def _security(args: argparse.Namespace) -> Any:
+    """The cluster secret of --secret-file (or $MAPREDUCE_SECRET_FILE), if any."""
+    from mapreduce.rpc.security import Security
+
+    return Security(read_secret(args.secret_file) if args.secret_file else b"")
 
 
 def _raft_journal(args: argparse.Namespace) -> Any:
@@ -605,6 +627,7 @@ def _worker(args: argparse.Namespace) -> int:
             fail_after=args.fail_after,
             name=args.name,
             advertise=args.advertise,
+            secret=_security(args).secret,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -616,7 +639,7 @@ def _submit(args: argparse.Namespace) -> int:
     from mapreduce import client
 
     request = client.build_submission(_job_options(args))
-    stub = client.connect(args.master)
+    stub = client.connect(args.master, _security(args))
     job_id = client.submit(stub, request)
     if args.command == "submit":
         print(job_id, flush=True)
@@ -631,7 +654,7 @@ def _status(args: argparse.Namespace) -> int:
     from mapreduce import client, progress
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
-    stub = client.connect(args.master)
+    stub = client.connect(args.master, _security(args))
     if args.job:
         job = client.call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=args.job))
         if args.json:
@@ -667,7 +690,7 @@ def _cancel(args: argparse.Namespace) -> int:
     from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
-    stub = client.connect(args.master)
+    stub = client.connect(args.master, _security(args))
     client.call(stub.CancelJob, pb.CancelJobRequest(job_id=args.job))
     print(f"{args.job} cancelled")
     return 0
@@ -677,7 +700,7 @@ def _logs(args: argparse.Namespace) -> int:
     from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
 
-    stub = client.connect(args.master)
+    stub = client.connect(args.master, _security(args))
     logs = client.call(stub.GetTaskLogs, pb.GetTaskLogsRequest(job_id=args.job, task=args.task))
     for attempt in logs.attempts:
         print(f"== {args.task} attempt {attempt.attempt} on {attempt.worker}: {attempt.state}")

@@ -22,6 +22,7 @@ from mapreduce.planning import JobOptions, plan_job
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.master_client import MasterClient
+from mapreduce.rpc.security import Security
 
 #: How long a client waits for an unreachable master before giving up.
 RETRY_SECONDS = 120.0
@@ -31,10 +32,10 @@ CALL_TIMEOUT = 30.0
 T = TypeVar("T")
 
 
-def connect(master: str) -> Any:
+def connect(master: str, security: Security | None = None) -> Any:
     """A stub of the master at ``master`` (``HOST:PORT``, or several separated by commas:
-    master candidates, of which it follows the leader)."""
-    return MasterClient(master)
+    master candidates, of which it follows the leader); its calls carry the secret."""
+    return MasterClient(master, security)
 
 
 def call(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import secrets
 import shutil
 import signal
 import subprocess
@@ -18,13 +19,14 @@ import time
 import traceback
 import types
 from types import TracebackType
-from typing import Protocol
+from typing import Any, Protocol
 
 import grpc
 
 from mapreduce.core.master import MasterConfig
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.service import serve_master
+from mapreduce.rpc.security import Security
 from mapreduce.web.server import StatusServer
 
 
@@ -98,6 +100,13 @@ class EmbeddedCluster:
 
     def __enter__(self) -> EmbeddedCluster:
         self.scratch = tempfile.mkdtemp(prefix="mapreduce-cluster-")
+        # A secret of its own: no other local user can talk to this cluster's servers.
+        self.secret_file = os.path.join(self.scratch, "secret")
+        fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32))
+        with open(self.secret_file, "rb") as f:
+            self.security = Security(f.read())
         address_pipes: list[int] = []
         try:
             if self.fork and _single_threaded():
@@ -106,7 +115,7 @@ class EmbeddedCluster:
                 for i in range(self.num_workers):
                     address_pipes.append(self._fork_worker(i, address_pipes))
             self.driver = MasterDriver(self.config)
-            self.server, port = serve_master("127.0.0.1:0", self.driver)
+            self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
             for pipe in address_pipes:
                 os.write(pipe, self.address.encode() + b"\n")
@@ -124,7 +133,10 @@ class EmbeddedCluster:
 
     def _worker_argv(self, i: int, *extra: str) -> list[str]:
         workdir = os.path.join(self.scratch, f"worker-{i}")
-        return ["worker", "--master", self.address, "--workdir", workdir, *self.worker_args, *extra]
+        return [
+            "worker", "--master", self.address, "--workdir", workdir,
+            "--secret-file", self.secret_file, *self.worker_args, *extra,
+        ]  # fmt: skip
 
     @staticmethod
     def _worker_environment() -> dict[str, str]:
@@ -178,6 +190,12 @@ class EmbeddedCluster:
         os.close(read_end)
         self.processes.append(ForkedWorker(pid))
         return write_end
+
+    def connect(self) -> Any:
+        """A stub of this cluster's master (its calls carry the cluster's secret)."""
+        from mapreduce import client
+
+        return client.connect(self.address, self.security)
 
     def any_worker_alive(self) -> bool:
         return any(process.poll() is None for process in self.processes)

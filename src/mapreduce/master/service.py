@@ -26,6 +26,7 @@ from mapreduce.master.journal import NotLeader
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.security import Security
 
 HEARTBEAT_INTERVAL = 1.0
 #: How long an idle worker's request for a task may wait for one.
@@ -366,7 +367,10 @@ class MasterService(pb_grpc.MasterServicer):
 
 
 def serve_master(
-    listen: str, driver: MasterDriver, max_workers: int = 128
+    listen: str,
+    driver: MasterDriver,
+    max_workers: int = 128,
+    security: Security | None = None,
 ) -> tuple[grpc.Server, int]:
     """Serve on ``listen`` (port 0: any); return the server and its port.
 
@@ -379,6 +383,7 @@ def serve_master(
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
         max_workers,
         "master-rpc",
+        security,
     )
     if driver.journal.replicated:
         threading.Thread(target=driver.lead, name="master-lead", daemon=True).start()

@@ -17,6 +17,7 @@ from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
 from mapreduce.dataflow.runner import TaskResult
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.rpc.security import Security
 
 PROTOCOL_VERSION = 2
 
@@ -149,7 +150,11 @@ def stats_from_pb(msg: pb.TaskStats) -> TaskStats:
 
 
 def start_grpc_server(
-    listen: str, register: Callable[[grpc.Server], None], max_workers: int, name: str
+    listen: str,
+    register: Callable[[grpc.Server], None],
+    max_workers: int,
+    name: str,
+    security: Security | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server on ``listen`` (port 0: any) with our options; return it and its port.
 
@@ -157,6 +162,7 @@ def start_grpc_server(
         register: adds the servicer(s) to the server.
         max_workers: request threads.
         name: prefix of the thread names.
+        security: the cluster secret every call must carry (none: no check).
 
     Raises:
         OSError: the address cannot be bound.
@@ -164,6 +170,7 @@ def start_grpc_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=name),
         options=GRPC_OPTIONS,
+        interceptors=(security or Security()).interceptors(),
     )
     register(server)
     port = server.add_insecure_port(listen)

@@ -12,6 +12,7 @@ import grpc
 from mapreduce.errors import UsageError
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.security import Security
 
 #: Answers that send a client to another candidate.
 _FOLLOW = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
@@ -30,7 +31,12 @@ class MasterClient:
     several addresses one try waits at most ``try_timeout`` seconds.
     """
 
-    def __init__(self, addresses: str | list[str], try_timeout: float = 2.0) -> None:
+    def __init__(
+        self,
+        addresses: str | list[str],
+        security: Security | None = None,
+        try_timeout: float = 2.0,
+    ) -> None:
         if isinstance(addresses, str):
             addresses = [a.strip() for a in addresses.split(",") if a.strip()]
         if not addresses:
@@ -38,6 +44,7 @@ class MasterClient:
         self.addresses = list(addresses)
         self.current = self.addresses[0]
         self.try_timeout = try_timeout
+        self.security = security or Security()
         self._stubs: dict[str, pb_grpc.MasterStub] = {}
         self._lock = threading.Lock()
 
@@ -45,7 +52,7 @@ class MasterClient:
         with self._lock:
             stub = self._stubs.get(address)
             if stub is None:
-                channel = grpc.insecure_channel(address, options=convert.GRPC_OPTIONS)
+                channel = self.security.channel(address, convert.GRPC_OPTIONS)
                 stub = self._stubs[address] = pb_grpc.MasterStub(channel)
             return stub
 

@@ -30,6 +30,7 @@ from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.master_client import MasterClient
+from mapreduce.rpc.security import Security
 from mapreduce.worker.executor import ChildAttempt, read_log_tail, start_fork_server
 from mapreduce.worker.shuffle import (
     FetchError,
@@ -55,6 +56,8 @@ class WorkerConfig:
         slots: how many tasks run at once.
         fail_after: exit abruptly after this many finished tasks (fault injection); 0: never.
         name: the worker's id; defaults to its shuffle address.
+        secret: the cluster secret: every call it makes carries it, and its shuffle server
+            refuses calls without it.
         advertise: the host other machines reach this worker's shuffle service at;
             defaults to the ``listen`` host, or this machine's host name when that is a
             wildcard (0.0.0.0, ::).
@@ -67,6 +70,7 @@ class WorkerConfig:
     fail_after: int = 0
     name: str = ""
     advertise: str = ""
+    secret: bytes = b""
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -114,6 +118,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
+        self.security = Security(config.secret)
         # Without --workdir the worker uses a temporary directory and removes it on exit.
         self._own_workdir = not config.workdir
         self.workdir = config.workdir or tempfile.mkdtemp(prefix="mapreduce-worker-")
@@ -139,7 +144,7 @@ class Worker:
         with self.lock:
             channel = self._channels.get(address)
             if channel is None:
-                channel = grpc.insecure_channel(address, options=convert.GRPC_OPTIONS)
+                channel = self.security.channel(address, convert.GRPC_OPTIONS)
                 self._channels[address] = channel
             return channel
 
@@ -170,10 +175,12 @@ class Worker:
         start_fork_server()
         os.makedirs(self.workdir, exist_ok=True)
         self._remove_old_outputs()
-        self.shuffle_server, port = serve_shuffle(self.config.listen, self.registry)
+        self.shuffle_server, port = serve_shuffle(
+            self.config.listen, self.registry, security=self.security
+        )
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
-        self.master = MasterClient(self.config.master)
+        self.master = MasterClient(self.config.master, self.security)
         self._register()
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()

@@ -19,6 +19,7 @@ from mapreduce.dataflow.records import CorruptRunError, verify_run
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.security import Security
 
 MapOutputId = tuple[str, int, int]  # job, map index, map attempt
 
@@ -91,7 +92,10 @@ class ShuffleService(pb_grpc.ShuffleServicer):
 
 
 def serve_shuffle(
-    listen: str, registry: MapOutputRegistry, max_workers: int = 8
+    listen: str,
+    registry: MapOutputRegistry,
+    max_workers: int = 8,
+    security: Security | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start the Shuffle service on ``listen`` (port 0: any); return the server and its port."""
     return convert.start_grpc_server(
@@ -99,6 +103,7 @@ def serve_shuffle(
         lambda server: pb_grpc.add_ShuffleServicer_to_server(ShuffleService(registry), server),
         max_workers,
         "shuffle",
+        security,
     )
 
 
