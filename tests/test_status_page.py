@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections import Counter
@@ -35,6 +36,7 @@ from mapreduce.cluster import EmbeddedCluster
 from mapreduce.core.master import MasterConfig
 from mapreduce.planning import JobOptions
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.web.server import status_token
 from tests.conftest import JOBS, read_output
 
 CONFIG = MasterConfig(worker_timeout=2.0, task_timeout=60.0, backup_after=1.0)
@@ -233,18 +235,21 @@ def bar_fills(rows: list[bytes], bpp: int) -> list[int]:
 # -- HTTP -----------------------------------------------------------------------------------
 
 
-def get(url: str) -> tuple[int, str, str]:
-    """``(status, content type, body)``."""
+def get(url: str, secret: bytes = b"") -> tuple[int, str, str]:
+    """``(status, content type, body)``; with ``secret``, as a script sends it (bearer)."""
+    headers = {"Authorization": f"Bearer {secret.decode()}"} if secret else {}
     try:
-        with urllib.request.urlopen(url, timeout=10) as reply:
+        with urllib.request.urlopen(
+            urllib.request.Request(url, headers=headers), timeout=10
+        ) as reply:
             return reply.status, reply.headers["Content-Type"], reply.read().decode("utf-8")
     except urllib.error.HTTPError as exc:
         with exc:
             return exc.code, exc.headers["Content-Type"], exc.read().decode("utf-8")
 
 
-def get_json(url: str) -> Any:
-    status, content_type, body = get(url)
+def get_json(url: str, secret: bytes) -> Any:
+    status, content_type, body = get(url, secret)
     assert (status, content_type) == (200, "application/json"), (status, body)
     return json.loads(body)
 
@@ -253,8 +258,8 @@ _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_]\w*)="((?:[^"\\]|\\.)*)"')
 
 
-def metrics(url: str) -> list[tuple[str, dict[str, str], float]]:
-    status, content_type, body = get(url)
+def metrics(url: str, secret: bytes) -> list[tuple[str, dict[str, str], float]]:
+    status, content_type, body = get(url, secret)
     assert status == 200 and content_type.startswith("text/plain"), (status, body)
     samples = []
     for line in body.splitlines():
@@ -354,6 +359,8 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
     with EmbeddedCluster(2, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
+        secret = cluster.security.secret
+        token = f"?token={status_token(secret)}"
         stub = cluster.connect()
         job_id = client.submit(stub, request)
         api, page = f"{base}/api/jobs/{job_id}", f"{base}/jobs/{job_id}"
@@ -362,13 +369,13 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
             # reduces start at once (every worker has a reduce slot) and wait for its output.
             held = ["completed"] * 3 + ["in_progress"] * 3  # map-00000 .. reduce-00001
             before = wait_until(
-                lambda: get_json(api), lambda v: [t["state"] for t in v["tasks"]] == held
+                lambda: get_json(api, secret), lambda v: [t["state"] for t in v["tasks"]] == held
             )
-            dom = render(page)
-            chromium(page, f"--screenshot={screenshot}", "--window-size=1280,1400")
-            view = get_json(api)
-            samples = metrics(f"{base}/metrics")
-            after = get_json(api)
+            dom = render(page + token)
+            chromium(page + token, f"--screenshot={screenshot}", "--window-size=1280,1400")
+            view = get_json(api, secret)
+            samples = metrics(f"{base}/metrics", secret)
+            after = get_json(api, secret)
         finally:
             release.touch()
         # Nothing moved while we looked: the page, the JSON and the metrics show one state.
@@ -391,9 +398,9 @@ def test_job_page_in_a_browser_agrees_with_json_and_metrics(tmp_path: Path) -> N
         assert bar_fills(rows, bpp) == [BAR_WIDTH * 3 // 4]
 
         summary = client.wait_for(stub, job_id)
-        view = get_json(api)
-        dom = render(page)
-        samples = metrics(f"{base}/metrics")
+        view = get_json(api, secret)
+        dom = render(page + token)
+        samples = metrics(f"{base}/metrics", secret)
 
     everything = expected_counters(list(INPUT))
     assert summary["counters"] == everything
@@ -432,11 +439,13 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
     with EmbeddedCluster(2, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
+        secret = cluster.security.secret
+        token = f"?token={status_token(secret)}"
         stub = cluster.connect()
         job_id = client.submit(stub, request)
         client.wait_for(stub, job_id)
 
-        overview = get_json(f"{base}/api/cluster")
+        overview = get_json(f"{base}/api/cluster", secret)
         workers = overview["workers"]
         assert [w["state"] for w in workers] == ["alive", "alive"]
         addresses = sorted(w["address"] for w in workers)
@@ -446,9 +455,9 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
         assert [(j["id"], j["state"]) for j in overview["jobs"]] == [(job_id, "succeeded")]
         grpc_status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10)
         assert sorted(w.address for w in grpc_status.workers) == addresses
-        assert [j["id"] for j in get_json(f"{base}/api/jobs")] == [job_id]
+        assert [j["id"] for j in get_json(f"{base}/api/jobs", secret)] == [job_id]
 
-        dom = render(base + "/")
+        dom = render(base + "/" + token)
         assert dom.by_id["workers-alive"] == "2"
         rows = {row[1]: row for row in dom.tables["workers"][1:]}  # by address
         assert sorted(rows) == addresses
@@ -462,12 +471,12 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
         overview = wait_until(
-            lambda: get_json(f"{base}/api/cluster"),
+            lambda: get_json(f"{base}/api/cluster", secret),
             lambda o: any(w["state"] == "lost" for w in o["workers"]),
             timeout=CONFIG.worker_timeout + 10,
         )
-        samples = metrics(f"{base}/metrics")
-        dom = render(base + "/")
+        samples = metrics(f"{base}/metrics", secret)
+        dom = render(base + "/" + token)
 
     states = {w["address"]: w["state"] for w in overview["workers"]}
     assert sorted(states) == addresses
@@ -485,6 +494,7 @@ def test_unknown_job_is_404_and_health_is_ok() -> None:
     with EmbeddedCluster(0, CONFIG, http_port=0) as cluster:
         assert cluster.status_server is not None
         base = cluster.status_server.url.rstrip("/")
+        secret = cluster.security.secret
         assert get(f"{base}/health") == (200, "text/plain", "ok (leader)\n")
         for path in (
             "/jobs/no-such-job",
@@ -493,7 +503,38 @@ def test_unknown_job_is_404_and_health_is_ok() -> None:
             "/jobs/no-such-job/tasks/map-00000",
             "/no/such/page",
         ):
-            status, content_type, body = get(base + path)
+            status, content_type, body = get(base + path, secret)
             assert (status, content_type) == (404, "text/plain"), (path, body)
             assert body.startswith("not found"), (path, body)
-        assert sample(metrics(f"{base}/metrics"), "mapreduce_workers", state="alive") == 0
+        assert sample(metrics(f"{base}/metrics", secret), "mapreduce_workers", state="alive") == 0
+
+
+def test_pages_need_the_cluster_secret_and_a_browser_logs_in() -> None:
+    with EmbeddedCluster(0, CONFIG, http_port=0) as cluster:
+        assert cluster.status_server is not None
+        base = cluster.status_server.url.rstrip("/")
+        secret = cluster.security.secret
+        assert get(f"{base}/health")[0] == 200  # open: for probes
+        for path in ("/api/cluster", "/api/jobs", "/metrics"):
+            assert get(base + path)[0] == 401, path
+            assert get(base + path, b"wrong-secret-wrong-secret-wrong")[0] == 401, path
+            assert get(base + path, secret)[0] == 200, path
+        opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with opener.open(f"{base}/jobs/none", timeout=10) as reply:  # sent to the log-in form
+            assert reply.url == f"{base}/login" and "Cluster secret" in reply.read().decode()
+        wrong = urllib.parse.urlencode({"secret": "nope"}).encode()
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            opener.open(f"{base}/login", data=wrong, timeout=10)
+        assert refused.value.code == 401
+        right = urllib.parse.urlencode({"secret": secret.decode()}).encode()
+        with opener.open(f"{base}/login", data=right, timeout=10) as reply:  # cookie, then /
+            assert reply.status == 200 and "workers" in reply.read().decode()
+        with opener.open(f"{base}/api/cluster", timeout=10) as reply:
+            assert json.loads(reply.read())["workers"] == []
+        # a link with the token (what run prints) logs a new browser in, and leaks no secret
+        fresh = urllib.request.build_opener(urllib.request.HTTPCookieProcessor())
+        with fresh.open(cluster.status_server.login_url, timeout=10) as reply:
+            assert reply.status == 200 and reply.url == f"{base}/"
+        assert secret.decode() not in cluster.status_server.login_url
+        with fresh.open(f"{base}/api/jobs", timeout=10) as reply:
+            assert json.loads(reply.read()) == []

@@ -461,7 +461,7 @@ def _run(args: argparse.Namespace) -> int:
         # planned while the workers start up
         request = client.build_submission(options)
         if not args.quiet:
-            page = cluster.status_server.url if cluster.status_server is not None else "off"
+            page = cluster.status_server.login_url if cluster.status_server else "off"
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
         stub = cluster.connect()
         job_id = client.submit(stub, request)
@@ -519,7 +519,8 @@ def _master(args: argparse.Namespace) -> int:
     elif args.state_dir:
         print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
     print(f"master listening on {host}:{port}", flush=True)
-    status = None if args.no_http else StatusServer(driver, host, args.http_port).start()
+    secret = _security(args).secret
+    status = None if args.no_http else StatusServer(driver, host, args.http_port, secret).start()
     if status is not None:
         print(f"status page: {status.url}", flush=True)
     try:

@@ -120,7 +120,9 @@ class EmbeddedCluster:
             for pipe in address_pipes:
                 os.write(pipe, self.address.encode() + b"\n")
             if self.http_port is not None:
-                self.status_server = StatusServer(self.driver, "127.0.0.1", self.http_port).start()
+                self.status_server = StatusServer(
+                    self.driver, "127.0.0.1", self.http_port, self.security.secret
+                ).start()
             for i in range(len(self.processes), self.num_workers):
                 self.start_worker(i)
         except BaseException:

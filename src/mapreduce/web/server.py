@@ -10,19 +10,29 @@ Routes:
 ``/api/jobs/JOB``                        one job in detail (JSON)
 ``/api/jobs/JOB/tasks/TASK/logs``        the task's attempts and logs (JSON)
 ``/metrics``                             Prometheus text metrics
-``/health``                              ``ok``
+``/health``                              ``ok (leader)`` or ``ok (follower)``
+``/login``                               a form for the cluster secret (sets a cookie)
 =======================================  ===========================================
+
+With a cluster secret, every route but ``/health`` and ``/login`` needs it:
+``Authorization: Bearer SECRET`` (scripts, Prometheus), or the cookie that
+``/login`` or a ``?token=TOKEN`` link sets (browsers; the token is an HMAC of
+the secret, so the secret itself is not in URLs or cookies).
 """
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+import html
 import json
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
+from http.cookies import SimpleCookie
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from mapreduce.master.driver import MasterDriver
 from mapreduce.web import pages, views
@@ -63,11 +73,92 @@ def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
     raise KeyError(path)
 
 
-def _handler(driver: MasterDriver) -> Callable[..., BaseHTTPRequestHandler]:
+_COOKIE = "mapreduce_token"
+_LOGIN_FORM = """<!doctype html><html><head><title>mapreduce: log in</title></head><body>
+<h1>mapreduce</h1><p>{message}</p>
+<form method="post" action="/login"><label>Cluster secret
+<input type="password" name="secret" autofocus></label> <button>Log in</button></form>
+</body></html>"""
+
+
+def status_token(secret: bytes) -> str:
+    """What a browser holds instead of the secret (in its cookie, or in a ?token= link)."""
+    return hmac.new(secret, b"mapreduce status pages", hashlib.sha256).hexdigest()
+
+
+def _handler(driver: MasterDriver, secret: bytes) -> Callable[..., BaseHTTPRequestHandler]:
+    token = status_token(secret) if secret else ""
+
     class Handler(BaseHTTPRequestHandler):
         server_version = "mapreduce"
 
+        def _authorised(self) -> bool:
+            if not secret:
+                return True
+            bearer = self.headers.get("Authorization", "")
+            if bearer.startswith("Bearer ") and hmac.compare_digest(
+                bearer[7:].strip().encode(), secret
+            ):
+                return True
+            cookie = SimpleCookie(self.headers.get("Cookie", ""))
+            held = cookie[_COOKIE].value if _COOKIE in cookie else ""
+            return hmac.compare_digest(held.encode(), token.encode())
+
+        def _send(
+            self, status: int, content_type: str, body: str, headers: dict[str, str] | None = None
+        ) -> None:
+            data = body.encode("utf-8")
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.send_header("Cache-Control", "no-store")
+            for name, value in (headers or {}).items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _log_in(self, location: str) -> None:
+            cookie = f"{_COOKIE}={token}; Path=/; HttpOnly; SameSite=Strict"
+            self._send(
+                HTTPStatus.SEE_OTHER, "text/plain", "", {"Set-Cookie": cookie, "Location": location}
+            )
+
+        def do_POST(self) -> None:
+            if self.path.split("?")[0] != "/login" or not secret:
+                self._send(HTTPStatus.NOT_FOUND, "text/plain", "not found\n")
+                return
+            length = min(int(self.headers.get("Content-Length") or 0), 4096)
+            offered = parse_qs(self.rfile.read(length).decode("utf-8", "replace"))
+            given = (offered.get("secret") or [""])[0].strip().encode()
+            if hmac.compare_digest(given, secret):
+                self._log_in("/")
+            else:
+                page = _LOGIN_FORM.format(message="That is not the cluster secret.")
+                self._send(HTTPStatus.UNAUTHORIZED, "text/html; charset=utf-8", page)
+
         def do_GET(self) -> None:
+            path, _, query = self.path.partition("?")
+            if secret and path not in ("/health", "/login"):
+                offered = (parse_qs(query).get("token") or [""])[0]
+                if offered and hmac.compare_digest(offered.encode(), token.encode()):
+                    self._log_in(path)  # a link with the token: keep it in a cookie
+                    return
+                if not self._authorised():
+                    if path.startswith("/api/") or path == "/metrics":
+                        self._send(
+                            HTTPStatus.UNAUTHORIZED,
+                            "application/json",
+                            json.dumps({"error": "the cluster secret is needed"}),
+                            {"WWW-Authenticate": "Bearer"},
+                        )
+                    else:
+                        self._send(HTTPStatus.SEE_OTHER, "text/plain", "", {"Location": "/login"})
+                    return
+            if path == "/login":
+                message = "Give the cluster secret." if secret else "No secret is needed here."
+                page = _LOGIN_FORM.format(message=html.escape(message))
+                self._send(HTTPStatus.OK, "text/html; charset=utf-8", page)
+                return
             try:
                 status, content_type, body = _route(driver, self.path)
             except KeyError as exc:
@@ -76,13 +167,7 @@ def _handler(driver: MasterDriver) -> Callable[..., BaseHTTPRequestHandler]:
             except Exception as exc:  # a bug: answer 500 and keep serving
                 status, content_type = HTTPStatus.INTERNAL_SERVER_ERROR, "text/plain"
                 body = f"internal error: {type(exc).__name__}: {exc}\n"
-            data = body.encode("utf-8")
-            self.send_response(status)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("Cache-Control", "no-store")
-            self.end_headers()
-            self.wfile.write(data)
+            self._send(status, content_type, body)
 
         def log_message(self, format: str, *args: Any) -> None:
             pass  # no access log on stderr
@@ -91,13 +176,18 @@ def _handler(driver: MasterDriver) -> Callable[..., BaseHTTPRequestHandler]:
 
 
 class StatusServer:
-    """Serves the status pages of ``driver`` on ``host:port`` (port 0: any free port)."""
+    """Serves the status pages of ``driver`` on ``host:port`` (port 0: any free port).
 
-    def __init__(self, driver: MasterDriver, host: str, port: int) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler(driver))
+    With ``secret``, pages need it (see the module's docstring); ``login_url`` is
+    the overview with a ``?token=`` that logs a browser in.
+    """
+
+    def __init__(self, driver: MasterDriver, host: str, port: int, secret: bytes = b"") -> None:
+        self.httpd = ThreadingHTTPServer((host, port), _handler(driver, secret))
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         self.url = f"http://{host}:{self.port}/"
+        self.login_url = f"{self.url}?token={status_token(secret)}" if secret else self.url
         self._thread = threading.Thread(
             target=self.httpd.serve_forever,
             kwargs={"poll_interval": 0.05},  # shutdown() waits up to one interval
