@@ -284,9 +284,8 @@ class Netbed:
         """Stop every daemon and delete every namespace of this run; safe to call twice."""
         errors: list[str] = []
         for daemon in self.daemons:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(daemon.process.pid, sig)
+            if daemon.process.returncode is None:  # else reaped: see signal_group
+                signal_group(daemon.process, signal.SIGCONT, signal.SIGKILL)
             daemon.process.wait()
         for namespace in [h.namespace for h in self.hosts] + [self.hub]:
             try:
@@ -432,8 +431,7 @@ class Netbed:
 
     def kill(self, daemon: Daemon) -> None:
         """SIGKILL the daemon and every process it started (its process group)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.process.pid, signal.SIGKILL)
+        signal_group(daemon.process, signal.SIGKILL)
         daemon.process.wait()
 
     def pause(self, host: Host) -> None:
@@ -509,6 +507,18 @@ class Netbed:
         if match is None:
             raise NetbedError(f"no rule handle in nft's answer: {echoed!r}")
         return Rule(host, int(match[1]), rule)
+
+
+def signal_group(process: subprocess.Popen[Any], *signals: signal.Signals) -> None:
+    """Send ``signals`` to the process group that ``process`` leads, unless ``process`` has
+    been reaped: its id may then lead someone else's group (ids wrap at 32768 here, and the
+    machine is shared), and that group would get the signals.  A leader that has ended but is
+    not reaped yet keeps its id, so its group can still be signalled safely."""
+    for sig in signals:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
 
 
 def part_files(output: Path) -> dict[str, bytes]:

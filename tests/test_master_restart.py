@@ -8,9 +8,7 @@ tasks were not run again.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import shutil
 import signal
 import socket
@@ -25,6 +23,7 @@ import pytest
 from mapreduce import client
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from tests.conftest import JOBS, run_cli
+from tests.netbed import signal_group
 
 
 def free_port() -> int:
@@ -42,8 +41,7 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
 
 
 def kill_group(process: subprocess.Popen[str]) -> None:
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
+    signal_group(process, signal.SIGKILL)  # not again once reaped: its id may be reused
     process.wait()
 
 

@@ -461,6 +461,8 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
         victim = cluster.processes[0]
         os.killpg(victim.pid, signal.SIGKILL)
         victim.wait(timeout=10)
+        # reaped: EmbeddedCluster.close() must not signal its id again (it may be reused)
+        cluster.processes.remove(victim)
         overview = wait_until(
             lambda: get_json(f"{base}/api/cluster"),
             lambda o: any(w["state"] == "lost" for w in o["workers"]),
