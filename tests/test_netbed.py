@@ -146,25 +146,15 @@ def task(view: dict[str, Any], task_id: str) -> dict[str, Any]:
     return next(t for t in view["tasks"] if t["id"] == task_id)
 
 
-def succeeded_on(view: dict[str, Any], host: Host, kind: str) -> set[str]:
-    """The ``kind`` tasks (``map-00003``) that an attempt on ``host`` completed."""
+def tasks_on(view: dict[str, Any], host: Host, kind: str, state: str) -> set[str]:
+    """The ``kind`` tasks (``map-00003``) with an attempt on ``host`` in ``state``
+    (``running``, ``succeeded``...)."""
     return {
         task["id"]
         for task in view["tasks"]
         if task["kind"] == kind
         for attempt in task["attempts"]
-        if attempt["worker"] == host.label and attempt["state"] == "succeeded"
-    }
-
-
-def running_on(view: dict[str, Any], host: Host, kind: str) -> set[str]:
-    """The ``kind`` tasks that an attempt on ``host`` is running."""
-    return {
-        task["id"]
-        for task in view["tasks"]
-        if task["kind"] == kind
-        for attempt in task["attempts"]
-        if attempt["worker"] == host.label and attempt["state"] == "running"
+        if attempt["worker"] == host.label and attempt["state"] == state
     }
 
 
@@ -391,12 +381,12 @@ def test_worker_sigkilled_while_the_reducers_fetch(netbed: MakeNetbed, tmp_path:
         maps, reduces = view["maps"], view["reduces"]
         if maps["completed"] < maps["total"] - 1 or reduces["in_progress"] < REDUCERS:
             return []
-        return [
-            w
-            for w in workers
-            if succeeded_on(view, w.host, "map") and running_on(view, w.host, "reduce")
-            and not running_on(view, w.host, "map")  # not the one holding stall.txt
-        ]  # fmt: skip
+
+        def holds_output_and_fetches(host: Host) -> bool:  # (and does not hold stall.txt)
+            mapping, reducing = (tasks_on(view, host, k, "running") for k in ("map", "reduce"))
+            return bool(tasks_on(view, host, "map", "succeeded") and reducing and not mapping)
+
+        return [w for w in workers if holds_output_and_fetches(w.host)]
 
     victim = seeded("shuffle").choice(wait_for(shuffling, "the reducers to wait for one map"))
     before = bed.api(f"/api/jobs/{job_id}")
@@ -406,9 +396,9 @@ def test_worker_sigkilled_while_the_reducers_fetch(netbed: MakeNetbed, tmp_path:
     view = finished(bed, job_id)
     check_output(view, out, expected)
     states = attempts_on(view, victim.host)
-    for reduce_task in running_on(before, victim.host, "reduce"):
+    for reduce_task in tasks_on(before, victim.host, "reduce", "running"):
         assert states[f"{reduce_task}#0"] == "killed", states
-    for map_task in succeeded_on(before, victim.host, "map"):  # ran again, elsewhere
+    for map_task in tasks_on(before, victim.host, "map", "succeeded"):  # ran again, elsewhere
         again = [a for a in task(view, map_task)["attempts"] if a["worker"] != victim.host.label]
         assert "succeeded" in {a["state"] for a in again}, task(view, map_task)
     assert view["failed_attempts"] == 0
@@ -431,11 +421,11 @@ def test_worker_sigkilled_in_the_reduce_phase(netbed: MakeNetbed, tmp_path: Path
         view = bed.api(f"/api/jobs/{job_id}")
         if view["reduces"]["completed"] < REDUCERS - 1:
             return None
-        return next((w for w in workers if running_on(view, w.host, "reduce")), None)
+        return next((w for w in workers if tasks_on(view, w.host, "reduce", "running")), None)
 
     victim = wait_for(held_by, "two partitions committed, the third held")
     before = bed.api(f"/api/jobs/{job_id}")
-    (held_task,) = running_on(before, victim.host, "reduce")
+    (held_task,) = tasks_on(before, victim.host, "reduce", "running")
     bed.kill(victim)
     wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
     release.write_text("")
