@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
@@ -472,14 +473,8 @@ def main(argv: list[str] | None = None) -> int:
             code = 0 if all(o.identical for o in outcomes) else 1
         except KeyboardInterrupt:
             code = 130
-        except (
-            NetbedError,
-            RuntimeError,
-            OSError,
-            subprocess.SubprocessError,
-            TimeoutError,
-        ) as exc:
-            log(start, f"error: {type(exc).__name__}: {exc}")
+        except Exception:  # reported, then the summary: the last line is always printed
+            log(start, f"error:\n{traceback.format_exc()}")
             log(start, unexpected_exits(bed))
         finally:
             if pool is not None:  # its jobs end with the hosts (submit runs on h0)
