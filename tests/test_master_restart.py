@@ -8,7 +8,9 @@ tasks were not run again.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import shutil
 import signal
 import socket
@@ -23,7 +25,6 @@ import pytest
 from mapreduce import client
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from tests.conftest import JOBS, run_cli
-from tests.netbed import signal_group
 
 
 def free_port() -> int:
@@ -41,7 +42,8 @@ def wait_until(condition: Callable[[], bool], what: str, timeout: float = 60.0) 
 
 
 def kill_group(process: subprocess.Popen[str]) -> None:
-    signal_group(process, signal.SIGKILL)  # not again once reaped: its id may be reused
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGKILL)
     process.wait()
 
 
