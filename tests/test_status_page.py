@@ -436,13 +436,17 @@ def test_cluster_page_lists_workers_and_jobs_and_a_lost_worker(tmp_path: Path) -
         job_id = client.submit(stub, request)
         client.wait_for(stub, job_id)
 
-        overview = get_json(f"{base}/api/cluster")
+        # Both alive: waited for, not assumed at once, since a busy machine may delay a
+        # heartbeat past the 2 s worker timeout (the worker then registers again).
+        overview = wait_until(
+            lambda: get_json(f"{base}/api/cluster"),
+            lambda o: [w["state"] for w in o["workers"]] == ["alive", "alive"],
+        )
         workers = overview["workers"]
-        assert [w["state"] for w in workers] == ["alive", "alive"]
         addresses = sorted(w["address"] for w in workers)
         assert len(set(addresses)) == 2
         assert all(re.fullmatch(r"127\.0\.0\.1:\d+", a) and connectable(a) for a in addresses)
-        assert sum(w["tasks_done"] for w in workers) == 4 + 2
+        assert sum(w["tasks_done"] for w in workers) >= 4 + 2  # more if a map ran again
         assert [(j["id"], j["state"]) for j in overview["jobs"]] == [(job_id, "succeeded")]
         grpc_status = stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10)
         assert sorted(w.address for w in grpc_status.workers) == addresses
