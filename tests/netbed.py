@@ -210,6 +210,7 @@ class Daemon:
     process: subprocess.Popen[bytes]
     log: Path
     address: str  # master: host:port it serves on; worker: the master it serves
+    argv: list[str]  # its command, as run on its host (for :meth:`Netbed.restart`)
 
     def log_tail(self, lines: int = 30) -> str:
         with contextlib.suppress(OSError):
@@ -283,9 +284,8 @@ class Netbed:
         """Stop every daemon and delete every namespace of this run; safe to call twice."""
         errors: list[str] = []
         for daemon in self.daemons:
-            for sig in (signal.SIGCONT, signal.SIGKILL):
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(daemon.process.pid, sig)
+            if daemon.process.returncode is None:  # else reaped: see signal_group
+                signal_group(daemon.process, signal.SIGCONT, signal.SIGKILL)
             daemon.process.wait()
         for namespace in [h.namespace for h in self.hosts] + [self.hub]:
             try:
@@ -327,7 +327,7 @@ class Netbed:
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
-        daemon = Daemon(host, role, process, log, address)
+        daemon = Daemon(host, role, process, log, address, list(args))
         self.daemons.append(daemon)
         return daemon
 
@@ -337,9 +337,14 @@ class Netbed:
         """``mapreduce master`` on ``host``; returns once its JSON API answers."""
         address = f"{host.ip}:{MASTER_PORT}"
         argv = [*MAPREDUCE, "master", "--listen", address, "--http-port", str(HTTP_PORT), *args]
-        master = self.spawn(host, "master", argv, address)
+        return self._serving(self.spawn(host, "master", argv, address))
+
+    def _serving(self, master: Daemon) -> Daemon:
+        """Make ``master`` the bed's master; return it once its JSON API answers."""
         self.master = master
-        wait_for(lambda: self._check(master) and self._answers(), f"the master on {host.label}")
+        wait_for(
+            lambda: self._check(master) and self._answers(), f"the master on {master.host.label}"
+        )
         return master
 
     def start_worker(self, host: Host, *args: str, disk: str | None = None) -> Daemon:
@@ -364,7 +369,8 @@ class Netbed:
 
         def registered() -> bool:
             for daemon in self.daemons:
-                self._check(daemon)
+                if daemon.role in ("master", "worker"):
+                    self._check(daemon)
             alive = {w["id"] for w in self.api("/api/cluster")["workers"] if w["state"] == "alive"}
             return want <= alive
 
@@ -378,6 +384,15 @@ class Netbed:
         workers = [self.start_worker(h, *worker_args) for h in self.hosts[1:]]
         self.wait_for_workers(*self.hosts[1:])
         return master, workers
+
+    def restart(self, daemon: Daemon) -> Daemon:
+        """Start a killed daemon's command again on its host: a master on the same address
+        and ``--state-dir`` (returns once it answers), a worker with the same name and work
+        directory (does not wait for it to register)."""
+        if daemon.process.poll() is None:
+            raise NetbedError(f"the {daemon.role} on {daemon.host.label} still runs: kill it first")
+        again = self.spawn(daemon.host, daemon.role, daemon.argv, daemon.address)
+        return self._serving(again) if daemon.role == "master" else again
 
     def api(self, path: str) -> Any:
         """GET ``path`` of the master's JSON API (from inside its namespace)."""
@@ -416,8 +431,7 @@ class Netbed:
 
     def kill(self, daemon: Daemon) -> None:
         """SIGKILL the daemon and every process it started (its process group)."""
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(daemon.process.pid, signal.SIGKILL)
+        signal_group(daemon.process, signal.SIGKILL)
         daemon.process.wait()
 
     def pause(self, host: Host) -> None:
@@ -493,6 +507,41 @@ class Netbed:
         if match is None:
             raise NetbedError(f"no rule handle in nft's answer: {echoed!r}")
         return Rule(host, int(match[1]), rule)
+
+
+def signal_group(process: subprocess.Popen[Any], *signals: signal.Signals) -> None:
+    """Send ``signals`` to the process group that ``process`` leads, unless ``process`` has
+    been reaped: its id may then lead someone else's group (ids wrap at 32768 here, and the
+    machine is shared), and that group would get the signals.  A leader that has ended but is
+    not reaped yet keeps its id, so its group can still be signalled safely."""
+    for sig in signals:
+        if process.returncode is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+
+
+def part_files(output: Path) -> dict[str, bytes]:
+    """``{"part-00000": bytes, ...}``: the part files of a job's output directory."""
+    return {p.name: p.read_bytes() for p in sorted(output.glob("part-*"))}
+
+
+def differences(output: Path, reference: dict[str, bytes]) -> list[str]:
+    """What keeps a job's ``output`` directory from being the ``reference`` (:func:`part_files`
+    of a ``--local`` run): part files that differ, are missing or are extra, a missing
+    ``_SUCCESS``, anything else in it (``_summary.json`` aside).  Empty: byte-identical."""
+    found = part_files(output)
+
+    def how(name: str) -> str:
+        return "missing" if name not in found else "extra" if name not in reference else "differs"
+
+    names = sorted(found.keys() | reference.keys())
+    problems = [f"{name} {how(name)}" for name in names if found.get(name) != reference.get(name)]
+    if not (output / "_SUCCESS").is_file():
+        problems.append("_SUCCESS missing")
+    expected = {*reference, *found, "_SUCCESS", "_summary.json"}
+    problems += [f"{p.name} unexpected" for p in sorted(output.glob("*")) if p.name not in expected]
+    return problems
 
 
 def on_tmpfs(size: str, directory: Path, argv: list[str]) -> list[str]:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -31,13 +32,16 @@ import pytest
 
 from tests.conftest import GUTENBERG, JOBS, REPO, run_cli
 from tests.netbed import (
+    MAPREDUCE,
     Daemon,
     Host,
     Netbed,
     children,
+    differences,
     namespaces,
     nft_missing,
     on_tmpfs,
+    part_files,
     pids_in,
     process_state,
     sweep_leftovers,
@@ -55,32 +59,44 @@ MASTER_ARGS = ("--worker-timeout", "2")
 MakeNetbed = Callable[..., Netbed]
 
 
-@pytest.fixture(scope="module")
-def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
-    """The part files of the same job run by ``mapreduce run --local`` (the oracle)."""
-    reason = unavailable()  # (module fixtures come first: skip before any work)
-    if reason is not None:
-        pytest.skip(f"no network namespaces here: {reason}")
+def run_local(job: Path, inputs: Path, out: Path, *params: str) -> dict[str, bytes]:
+    """The part files of ``job`` run by ``mapreduce run --local`` (the oracle)."""
     if not GUTENBERG.is_dir():
         pytest.fail(f"test data missing: {GUTENBERG} (the shared/ folder beside the repo)")
-    out = tmp_path_factory.mktemp("reference") / "out"
     result = run_cli(
-        "run", JOB, "-i", GUTENBERG, "-o", out, "-r", str(REDUCERS), "--local",
-        "--split-size", SPLIT_SIZE, "--param", "delay=0",
+        "run", job, "-i", inputs, "-o", out, "-r", str(REDUCERS), "--local",
+        "--split-size", SPLIT_SIZE, *params,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr
-    parts = {p.name: p.read_bytes() for p in sorted(out.glob("part-*"))}
+    parts = part_files(out)
     assert len(parts) == REDUCERS
     return parts
 
 
-def submit(bed: Netbed, out: Path) -> str:
-    """Submit the job from the master's host; return its id."""
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory: pytest.TempPathFactory) -> dict[str, bytes]:
+    """The part files of the slow word count over the texts, run with ``--local``."""
+    reason = unavailable()  # (module fixtures come first: skip before any work)
+    if reason is not None:
+        pytest.skip(f"no network namespaces here: {reason}")
+    out = tmp_path_factory.mktemp("reference") / "out"
+    return run_local(JOB, GUTENBERG, out, "--param", "delay=0")
+
+
+def submit_args(bed: Netbed, out: Path, *params: str, job: Path, inputs: Path) -> list[str]:
+    """``submit JOB ... PARAMS`` of ``job`` over ``inputs`` to the bed's master."""
     assert bed.master is not None
-    result = bed.mapreduce(
-        bed.hosts[0], "submit", JOB, "--master", bed.master.address, "-i", GUTENBERG, "-o", out,
-        "-r", str(REDUCERS), "--split-size", SPLIT_SIZE, "--param", f"delay={DELAY}",
-    )  # fmt: skip
+    return [
+        "submit", str(job), "--master", bed.master.address, "-i", str(inputs), "-o", str(out),
+        "-r", str(REDUCERS), "--split-size", SPLIT_SIZE, *params,
+    ]  # fmt: skip
+
+
+def submit(bed: Netbed, out: Path, *params: str, job: Path = JOB, inputs: Path = GUTENBERG) -> str:
+    """Submit a job from the master's host (by default the slow word count over the texts, a
+    little slow); return its id."""
+    params = params or ("--param", f"delay={DELAY}")
+    result = bed.mapreduce(bed.hosts[0], *submit_args(bed, out, *params, job=job, inputs=inputs))
     assert result.returncode == 0, result.stderr
     return result.stdout.strip()
 
@@ -91,13 +107,16 @@ def worker_view(bed: Netbed, host: Host) -> dict[str, Any]:
     return next(w for w in workers if w["id"] == host.label)
 
 
-def mid_map_phase_on(bed: Netbed, job_id: str, host: Host) -> bool:
-    """Some maps are done, some are still to start, and ``host`` is running one."""
+def mid_map_phase_on(bed: Netbed, job_id: str, *hosts: Host) -> bool:
+    """Some maps are done, some are still to start, and each of ``hosts`` is running one."""
     cluster = bed.api("/api/cluster")
     maps = next(j for j in cluster["jobs"] if j["id"] == job_id)["maps"]
-    worker = next(w for w in cluster["workers"] if w["id"] == host.label)
-    running = any(r.startswith(f"{job_id}/map-") for r in worker["running"])
-    return maps["completed"] >= 1 and maps["idle"] >= 1 and running
+    running = {
+        w["id"]
+        for w in cluster["workers"]
+        if any(r.startswith(f"{job_id}/map-") for r in w["running"])
+    }
+    return maps["completed"] >= 1 and maps["idle"] >= 1 and {h.label for h in hosts} <= running
 
 
 def submit_and_wait_mid_map(bed: Netbed, out: Path, victim: Host) -> str:
@@ -117,6 +136,28 @@ def finished(bed: Netbed, job_id: str) -> dict[str, Any]:
     return wait_for(ended, f"job {job_id} to end", timeout=120, every=0.3)
 
 
+def lost_workers(bed: Netbed) -> set[str]:
+    """The workers the master has declared lost."""
+    return {w["id"] for w in bed.api("/api/cluster")["workers"] if w["state"] == "lost"}
+
+
+def task(view: dict[str, Any], task_id: str) -> dict[str, Any]:
+    """Task ``task_id`` (``map-00003``) of a job's detailed view."""
+    return next(t for t in view["tasks"] if t["id"] == task_id)
+
+
+def tasks_on(view: dict[str, Any], host: Host, kind: str, state: str) -> set[str]:
+    """The ``kind`` tasks (``map-00003``) with an attempt on ``host`` in ``state``
+    (``running``, ``succeeded``...)."""
+    return {
+        task["id"]
+        for task in view["tasks"]
+        if task["kind"] == kind
+        for attempt in task["attempts"]
+        if attempt["worker"] == host.label and attempt["state"] == state
+    }
+
+
 def attempts_on(view: dict[str, Any], host: Host) -> dict[str, str]:
     """``{"map-00003#1": state}`` for every attempt that ran on ``host``."""
     return {
@@ -130,9 +171,7 @@ def attempts_on(view: dict[str, Any], host: Host) -> dict[str, str]:
 def check_output(view: dict[str, Any], out: Path, reference: dict[str, bytes]) -> None:
     """Succeeded, with exactly the reference's part files, each committed by one attempt."""
     assert view["state"] == "succeeded", f"{view['reason']}; failures: {view['failures']}"
-    names = {p.name for p in out.iterdir()}
-    assert names == {*reference, "_SUCCESS", "_summary.json"}  # nothing twice, nothing partial
-    differ = [name for name, data in reference.items() if (out / name).read_bytes() != data]
+    differ = differences(out, reference)  # nothing twice, nothing partial, nothing missing
     assert not differ, f"not byte-identical to --local: {differ}"
     for task in view["tasks"]:
         if task["kind"] == "reduce":
@@ -307,6 +346,148 @@ def test_worker_sigkilled_mid_map_phase(
     check_output(view, out, reference)
     assert worker_view(bed, victim.host)["state"] == "lost"
     assert "killed" in attempts_on(view, victim.host).values()  # not failed: not its fault
+
+
+STALL = JOBS / "stall.py"  # the map of stall.txt holds until a file appears
+HOLD_REDUCE = JOBS / "hold_reduce.py"  # the reduce of one key holds until a file appears
+SOME_TEXTS = ("pg-being_ernest.txt", "pg-dorian_gray.txt", "pg-frankenstein.txt")
+
+
+def texts_and_stall(directory: Path) -> Path:
+    """Three of the texts (6 map tasks) and ``stall.txt`` (one more) in ``directory``."""
+    directory.mkdir()
+    for name in SOME_TEXTS:
+        shutil.copyfile(GUTENBERG / name, directory / name)
+    (directory / "stall.txt").write_text("the held map task\nreads these two lines\n")
+    return directory
+
+
+def test_worker_sigkilled_while_the_reducers_fetch(netbed: MakeNetbed, tmp_path: Path) -> None:
+    """Row 2, in the shuffle: every reduce runs, fetching map outputs as the maps complete, and
+    every map but one (held until a file appears) is done.  A worker that holds completed map
+    outputs and runs a reduce is killed: its reduce attempt is killed (not failed) and runs
+    again, the maps it had completed run again elsewhere (reducers still need their output)."""
+    inputs = texts_and_stall(tmp_path / "in")
+    expected = run_local(STALL, inputs, tmp_path / "local", "--param", "stall=0")
+    bed = netbed(4)
+    _, workers = bed.cluster(MASTER_ARGS)
+    out, release = tmp_path / "out", tmp_path / "release"
+    held = ("--param", "stall=120", "--param", f"release={release}")
+    job_id = submit(bed, out, *held, job=STALL, inputs=inputs)
+
+    def shuffling() -> list[Daemon]:
+        """The workers that hold map output and fetch for a reduce, once all reduces run."""
+        view = bed.api(f"/api/jobs/{job_id}")
+        maps, reduces = view["maps"], view["reduces"]
+        if maps["completed"] < maps["total"] - 1 or reduces["in_progress"] < REDUCERS:
+            return []
+
+        def holds_output_and_fetches(host: Host) -> bool:  # (and does not hold stall.txt)
+            mapping, reducing = (tasks_on(view, host, k, "running") for k in ("map", "reduce"))
+            return bool(tasks_on(view, host, "map", "succeeded") and reducing and not mapping)
+
+        return [w for w in workers if holds_output_and_fetches(w.host)]
+
+    victim = seeded("shuffle").choice(wait_for(shuffling, "the reducers to wait for one map"))
+    before = bed.api(f"/api/jobs/{job_id}")
+    bed.kill(victim)
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
+    release.write_text("")
+    view = finished(bed, job_id)
+    check_output(view, out, expected)
+    states = attempts_on(view, victim.host)
+    for reduce_task in tasks_on(before, victim.host, "reduce", "running"):
+        assert states[f"{reduce_task}#0"] == "killed", states
+    for map_task in tasks_on(before, victim.host, "map", "succeeded"):  # ran again, elsewhere
+        again = [a for a in task(view, map_task)["attempts"] if a["worker"] != victim.host.label]
+        assert "succeeded" in {a["state"] for a in again}, task(view, map_task)
+    assert view["failed_attempts"] == 0
+
+
+def test_worker_sigkilled_in_the_reduce_phase(netbed: MakeNetbed, tmp_path: Path) -> None:
+    """Row 3: every map is done, two partitions are committed, the third is held in its
+    reduce function; the worker running it is killed.  The attempt is killed (not failed), the
+    reduce runs again on another worker, fetching again (the victim's map outputs are gone with
+    it, so its maps run again), and the partition is committed once."""
+    inputs = GUTENBERG
+    expected = run_local(HOLD_REDUCE, inputs, tmp_path / "local", "--param", "stall=0")
+    bed = netbed(4)
+    _, workers = bed.cluster(MASTER_ARGS)
+    out, release = tmp_path / "out", tmp_path / "release"
+    held = ("--param", "key=the", "--param", "stall=120", "--param", f"release={release}")
+    job_id = submit(bed, out, *held, job=HOLD_REDUCE, inputs=inputs)
+
+    def held_by() -> Daemon | None:
+        view = bed.api(f"/api/jobs/{job_id}")
+        if view["reduces"]["completed"] < REDUCERS - 1:
+            return None
+        return next((w for w in workers if tasks_on(view, w.host, "reduce", "running")), None)
+
+    victim = wait_for(held_by, "two partitions committed, the third held")
+    before = bed.api(f"/api/jobs/{job_id}")
+    (held_task,) = tasks_on(before, victim.host, "reduce", "running")
+    bed.kill(victim)
+    wait_for(lambda: worker_view(bed, victim.host)["state"] == "lost", "the master to give up")
+    release.write_text("")
+    view = finished(bed, job_id)
+    check_output(view, out, expected)
+    states = {a["worker"]: a["state"] for a in task(view, held_task)["attempts"]}
+    assert states.pop(victim.host.label) == "killed" and "succeeded" in states.values(), states
+    assert view["failed_attempts"] == 0
+
+
+def test_master_sigkilled_mid_job_and_restarted_resumes_it(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Row 9 on namespace hosts: the master (with --state-dir) is SIGKILLed in the middle of the
+    map phase and started again on its host with the same directory.  The workers register with
+    the new epoch, the job completes, and a ``submit --wait`` started before the kill follows it
+    to the end and exits 0."""
+    bed = netbed(4)
+    state = ("--state-dir", str(bed.hosts[0].dir / "state"))
+    master, _ = bed.cluster((*MASTER_ARGS, *state))
+    out = tmp_path / "out"
+    argv = submit_args(bed, out, "--param", f"delay={DELAY}", job=JOB, inputs=GUTENBERG)
+    waiting = bed.spawn(bed.hosts[0], "client", [*MAPREDUCE, *argv, "--wait"], master.address)
+    job_id = wait_for(lambda: [j["id"] for j in bed.api("/api/cluster")["jobs"]], "the job")[0]
+    wait_for(lambda: mid_map_phase_on(bed, job_id), "the middle of the map phase")
+    bed.kill(master)
+    bed.restart(master)
+    assert bed.api("/api/cluster")["epoch"] == 2
+    bed.wait_for_workers(*bed.hosts[1:])
+    assert waiting.process.wait(timeout=120) == 0, waiting.log_tail()
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    assert view["failed_attempts"] == 0
+
+
+ALL_AT_ONCE_WORKERS = 8
+
+
+def test_all_at_once_three_workers_killed_and_one_partitioned(
+    netbed: MakeNetbed, reference: dict[str, bytes], tmp_path: Path
+) -> None:
+    """Three of eight workers SIGKILLed and a fourth cut off at the same moment, in the middle
+    of the map phase; the partitioned one is healed once the master has declared it lost.  The
+    job completes on the others with output byte-identical to --local."""
+    bed = netbed(1 + ALL_AT_ONCE_WORKERS)
+    _, workers = bed.cluster(MASTER_ARGS)
+    *killed, cut_off = seeded("all at once").sample(workers, 4)
+    out = tmp_path / "out"
+    job_id = submit(bed, out, "--param", f"delay={DELAY}", "--split-size", "128K")
+    victims = [v.host for v in [*killed, cut_off]]
+    wait_for(lambda: mid_map_phase_on(bed, job_id, *victims), "the four to run maps mid-phase")
+    for victim in killed:
+        bed.kill(victim)
+    bed.partition(cut_off.host)
+    gone = {v.label for v in victims}
+    wait_for(lambda: gone <= lost_workers(bed), "the master to give up on all four")
+    bed.heal(cut_off.host)
+    view = finished(bed, job_id)
+    check_output(view, out, reference)
+    assert view["failed_attempts"] == 0
+    for victim in victims:  # what they ran was killed, not failed, and ran elsewhere
+        assert "killed" in attempts_on(view, victim).values()
 
 
 def test_worker_partitioned_mid_job_then_healed(
