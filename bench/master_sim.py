@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
-from mapreduce.core.master import JobState, MasterConfig
+from mapreduce.core.config import MasterConfig
+from mapreduce.core.master import JobState
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
 from mapreduce.master.driver import MasterDriver

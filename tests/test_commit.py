@@ -107,3 +107,29 @@ def test_a_restarted_master_resumes_staging_and_commits_once(tmp_path: Path) -> 
     third.commit_job({"job_id": "job-1"}, 2)
     assert (out / "part-00000").read_text() == "zero\n"
     assert _hidden(tmp_path) == []
+
+
+def test_a_late_attempt_writing_into_temporary_is_never_published(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A killed reduce attempt still running may write into _temporary after the job commit
+    emptied it (found by scripts/chaos.py): the published output never holds it."""
+    import mapreduce.dataflow.commit as commit
+
+    out = tmp_path / "out"
+    committer = OutputCommitter(str(out), "job-1")
+    committer.prepare()
+    Path(committer.attempt_path(0, 2)).write_text("winner\n")
+    committer.commit_task(0, 2)
+    real_rmtree = commit.shutil.rmtree
+    late = Path(committer.attempt_path(0, 1))
+
+    def rmtree_then_a_late_write(path: str, **kwargs: object) -> None:
+        real_rmtree(path, **kwargs)  # type: ignore[arg-type]
+        if path == committer.temporary and not late.exists():
+            late.parent.mkdir(parents=True, exist_ok=True)
+            late.write_text("loser\n")  # the losing attempt, a moment too late
+
+    monkeypatch.setattr(commit.shutil, "rmtree", rmtree_then_a_late_write)
+    committer.commit_job({"job_id": "job-1"}, 1)
+    assert sorted(os.listdir(out)) == ["_SUCCESS", "_summary.json", "part-00000"]

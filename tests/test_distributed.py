@@ -19,7 +19,8 @@ import pytest
 
 from mapreduce import client
 from mapreduce.cluster import EmbeddedCluster
-from mapreduce.core.master import JobState, MasterConfig
+from mapreduce.core.config import MasterConfig
+from mapreduce.core.master import JobState
 from mapreduce.core.tasks import AttemptState
 from mapreduce.errors import JobFailedError, UsageError
 from mapreduce.planning import JobOptions

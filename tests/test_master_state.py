@@ -17,16 +17,10 @@ from hypothesis import strategies as st
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
+from mapreduce.core.config import MasterConfig
 from mapreduce.core.invariants import validate
 from mapreduce.core.liveness import Liveness
-from mapreduce.core.master import (
-    JobRecord,
-    JobState,
-    MapOutputEntry,
-    MasterConfig,
-    MasterState,
-    WorkerInfo,
-)
+from mapreduce.core.master import JobRecord, JobState, MapOutputEntry, MasterState, WorkerInfo
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState, TaskStats
 from mapreduce.master import codec
@@ -131,7 +125,7 @@ class Cluster:
 
     def restart_master(self, rng: random.Random) -> None:
         """A new master epoch; every worker rejoins, some having lost a map output meanwhile."""
-        self.send(ev.MasterStarted(self.now, self.master.epoch + 1))
+        self.send(ev.MasterStarted(self.now, self.master.epoch + 1, self.master.config))
         self.liveness = Liveness(self.now)
         for worker in sorted(self.master.workers.values(), key=lambda w: w.worker_id):
             held = [

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from mapreduce import client
 from mapreduce.cluster import EmbeddedCluster
-from mapreduce.core.master import MasterConfig
+from mapreduce.core.config import MasterConfig
 from mapreduce.planning import JobOptions
 from tests.conftest import EXAMPLES, JOBS, run_cli
 

@@ -33,7 +33,7 @@ import pytest
 
 from mapreduce import client
 from mapreduce.cluster import EmbeddedCluster
-from mapreduce.core.master import MasterConfig
+from mapreduce.core.config import MasterConfig
 from mapreduce.planning import JobOptions
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.web.server import status_token

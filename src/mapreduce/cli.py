@@ -445,7 +445,7 @@ def _run(args: argparse.Namespace) -> int:
         return 0
     from mapreduce import client
     from mapreduce.cluster import EmbeddedCluster
-    from mapreduce.core.master import MasterConfig
+    from mapreduce.core.config import MasterConfig
 
     if args.workers < 1:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
@@ -470,7 +470,7 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _master(args: argparse.Namespace) -> int:
-    from mapreduce.core.master import MasterConfig
+    from mapreduce.core.config import MasterConfig
     from mapreduce.master.driver import MasterDriver
     from mapreduce.master.journal import FileJournal, JournalCorruptError
     from mapreduce.master.logs import LogStore

@@ -23,7 +23,7 @@ from typing import Any, Protocol
 
 import grpc
 
-from mapreduce.core.master import MasterConfig
+from mapreduce.core.config import MasterConfig
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.service import serve_master
 from mapreduce.rpc.security import Security
@@ -34,6 +34,7 @@ class WorkerProcess(Protocol):
     """What the cluster needs of a worker process: a :class:`subprocess.Popen` has it."""
 
     pid: int
+    returncode: int | None  # set once the process was reaped
 
     def poll(self) -> int | None: ...
 
@@ -205,11 +206,13 @@ class EmbeddedCluster:
     def close(self) -> None:
         # A worker of an embedded cluster keeps nothing worth a graceful stop: the
         # job's output is committed (or was never made visible) and its scratch
-        # space is removed below.  Each worker is killed with its process group
-        # (its fork server and task processes), also when the worker itself is gone.
+        # space is removed below.  Each worker is killed with its process group (its
+        # fork server and task processes), unless its process was reaped already: its
+        # id may then belong to another process by now.
         for process in self.processes:
-            with contextlib.suppress(ProcessLookupError, PermissionError):
-                os.killpg(process.pid, signal.SIGKILL)
+            if process.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(process.pid, signal.SIGKILL)
         if self.driver is not None:
             self.driver.stop()
         if self.server is not None:

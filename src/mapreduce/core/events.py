@@ -22,16 +22,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
 
 
 @dataclass(frozen=True)
 class MasterStarted:
-    """A master process started on this state (the journal's ``epoch``-th start)."""
+    """A master process started on this state (the journal's ``epoch``-th start), with the
+    settings it decides by from now on."""
 
     now: float
     epoch: int
+    config: MasterConfig = field(default_factory=MasterConfig)
 
 
 @dataclass(frozen=True)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
+from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
 
@@ -26,32 +27,6 @@ MAX_LOST_WORKERS = 1000
 MAX_FAILURES_KEPT = 1000
 #: How long, in characters, a kept traceback may be.
 MAX_TRACEBACK = 16 << 10
-
-
-@dataclass(frozen=True)
-class MasterConfig:
-    """Timeouts and limits of the master, in seconds of its monotonic clock.
-
-    Attributes:
-        worker_timeout: a worker silent this long is declared dead (also after a
-            master restart: workers that do not come back within it are dead).
-        task_timeout: an attempt that reports no progress this long is failed.
-        backup_after: a backup attempt is started only for attempts older than this.
-        record_failures_to_skip: attempts that must crash on a record before it is skipped.
-        max_lost_outputs: how often one map's output may be lost to fetch failures.
-    """
-
-    worker_timeout: float = 10.0
-    task_timeout: float = 600.0
-    backup_after: float = 5.0
-    record_failures_to_skip: int = 2
-    max_lost_outputs: int = 4
-
-    def validate(self) -> None:
-        if self.worker_timeout <= 0 or self.task_timeout <= 0 or self.backup_after < 0:
-            raise ValueError("timeouts must be positive")
-        if self.record_failures_to_skip < 1 or self.max_lost_outputs < 1:
-            raise ValueError("record_failures_to_skip and max_lost_outputs must be at least 1")
 
 
 class JobState(enum.Enum):
@@ -175,11 +150,6 @@ class MasterState:
         self.finished: list[str] = []
         self._active: str | None = None
 
-    def reconfigure(self, config: MasterConfig) -> None:
-        """Use ``config`` from now on (a restarted master may be given other timeouts)."""
-        config.validate()
-        self.config = config
-
     # -- queries ------------------------------------------------------------
 
     def active_job(self) -> JobRecord | None:
@@ -228,7 +198,10 @@ class MasterState:
         out: list[act.Action] = []
         match event:
             case ev.MasterStarted():
+                # Its settings are durable too: replaying the events after it must decide
+                # as this master did, whatever settings a later master is started with.
                 self.epoch = max(self.epoch, event.epoch)
+                self.config = event.config
             case ev.JobSubmitted():
                 self._job_submitted(event, out)
             case ev.JobCancelled():

@@ -211,6 +211,9 @@ class OutputCommitter:
             if replaced:  # put the previous output back: never leave neither
                 os.replace(self.trash, self.output)
             raise
+        # A losing reduce attempt that was still running (killed, but not yet dead) may have
+        # written into _temporary after it was emptied: it is never part of the output.
+        shutil.rmtree(os.path.join(self.output, "_temporary"), ignore_errors=True)
         _fsync(self.parent)
         shutil.rmtree(self.trash, ignore_errors=True)
 

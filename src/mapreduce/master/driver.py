@@ -27,8 +27,9 @@ from dataclasses import dataclass
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
 from mapreduce.core import queries
+from mapreduce.core.config import MasterConfig
 from mapreduce.core.liveness import Liveness
-from mapreduce.core.master import ACTIVE, JobState, MasterConfig, MasterState
+from mapreduce.core.master import ACTIVE, JobState, MasterState
 from mapreduce.core.spec import JobSpec
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.errors import MapReduceError
@@ -129,7 +130,6 @@ class MasterDriver:
         state = MasterState(self.config)
         if recovered.snapshot is not None:
             state = pickle.loads(recovered.snapshot)
-            state.reconfigure(self.config)
         for record in recovered.records:
             state.handle(codec.decode(record))
         with self.lock:
@@ -151,7 +151,8 @@ class MasterDriver:
                 elif job.state in (JobState.FAILED, JobState.CANCELLED):
                     committer.abort()  # its abort may not have happened before the crash
         # The epoch: one more than any before, and the Raft term when replicated.
-        self.handle(ev.MasterStarted(self.now(), max(state.epoch + 1, self.journal.term())))
+        epoch = max(state.epoch + 1, self.journal.term())
+        self.handle(ev.MasterStarted(self.now(), epoch, self.config))
         self.serving.set()
 
     def lead(self) -> None:

@@ -137,6 +137,9 @@ class Worker:
         self.heartbeat_interval = 1.0
         self._channels: dict[str, grpc.Channel] = {}
         self._register_lock = threading.Lock()
+        #: held while a job's code is written, and while job directories are removed: a
+        #: job is never marked installed with its code deleted under it
+        self._install_lock = threading.Lock()
 
     # -- plumbing -------------------------------------------------------------
 
@@ -263,16 +266,17 @@ class Worker:
 
     def _drop_and_register(self) -> None:
         """Start over as a new incarnation: no attempt, no map output, no installed job."""
-        with self.lock:
-            for running in self.running.values():
-                running.kill()
-            self.running.clear()
-            jobs = list(self.jobs)
-            self.jobs.clear()
-        self.registry.clear()
-        for job_id in jobs:
-            shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
-        self._remove_old_outputs()
+        with self._install_lock:
+            with self.lock:
+                for running in self.running.values():
+                    running.kill()
+                self.running.clear()
+                jobs = list(self.jobs)
+                self.jobs.clear()
+            self.registry.clear()
+            for job_id in jobs:
+                shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+            self._remove_old_outputs()
         self.incarnation = uuid.uuid4().hex
         self.epoch = 0  # the fence is per incarnation: a new master may count from 1 again
         self._register()
@@ -317,12 +321,13 @@ class Worker:
             running.kill()
 
     def _forget_job(self, job_id: str) -> None:
-        with self.lock:
-            if job_id not in self.jobs or any(r.job_id == job_id for r in self.running):
-                return
-            del self.jobs[job_id]
-        self.registry.drop_job(job_id)
-        shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
+        with self._install_lock:
+            with self.lock:
+                if job_id not in self.jobs or any(r.job_id == job_id for r in self.running):
+                    return
+                del self.jobs[job_id]
+            self.registry.drop_job(job_id)
+            shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
 
     def _task_loop(self) -> None:
         while not self.stopping.is_set():
@@ -385,18 +390,20 @@ class Worker:
 
     def _install_job(self, message: pb.JobSpec) -> None:
         spec = convert.job_from_pb(message)
-        with self.lock:
-            if spec.job_id in self.jobs:
-                return
-        code = os.path.join(self.workdir, spec.job_id, "code")
-        os.makedirs(code, exist_ok=True)
-        for name, content in ((spec.job_file_name, spec.job_source), *spec.py_files):
-            path = os.path.join(code, name)
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            with open(path, "wb") as f:
-                f.write(content)
-        with self.lock:
-            self.jobs[spec.job_id] = InstalledJob(spec, os.path.join(code, spec.job_file_name))
+        with self._install_lock:
+            with self.lock:
+                if spec.job_id in self.jobs:
+                    return
+            code = os.path.join(self.workdir, spec.job_id, "code")
+            os.makedirs(code, exist_ok=True)
+            for name, content in ((spec.job_file_name, spec.job_source), *spec.py_files):
+                path = os.path.join(code, name)
+                os.makedirs(os.path.dirname(path), exist_ok=True)
+                with open(path, "wb") as f:
+                    f.write(content)
+            job_file = os.path.join(code, spec.job_file_name)
+            with self.lock:
+                self.jobs[spec.job_id] = InstalledJob(spec, job_file)
 
     def _start(self, assignment: pb.TaskAssignment) -> None:
         ref = convert.attempt_from_pb(assignment.attempt)
