@@ -117,6 +117,7 @@ def simulate(
     spec = JobSpec("job", "job.py", num_reducers=reduces, output=output, splits=splits)
     with driver.lock:
         driver.apply_locked(ev.JobSubmitted(0.0, spec))
+        driver.apply_locked(ev.JobStarted(0.0, "job"))  # as the output thread reports
     names = [f"w{i}" for i in range(workers)]
     with driver.lock:
         for name in names:

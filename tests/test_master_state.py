@@ -55,6 +55,8 @@ class Cluster:
         #: the pickled state once ``snapshot_at`` durable events were applied, as a checkpoint
         self.snapshot_at = snapshot_at
         self.snapshot = b""
+        #: answer every PrepareOutput with JobStarted at once, as the shell does
+        self.prepare_outputs = True
 
     def send(self, event: ev.Event) -> list[act.Action]:
         out = self.master.handle(event)
@@ -67,6 +69,9 @@ class Cluster:
             self.durable.append(event)
             if len(self.durable) == self.snapshot_at:
                 self.snapshot = pickle.dumps(self.master)
+        for action in out:
+            if isinstance(action, act.PrepareOutput) and self.prepare_outputs:
+                out += self.send(ev.JobStarted(self.now, action.job_id))  # as the shell does
         worker = getattr(event, "worker_id", None)
         if worker is not None and self.master.is_current(worker, event.incarnation):  # type: ignore[union-attr]
             self.liveness.heard_from(worker, event.incarnation, event.now)  # type: ignore[union-attr]

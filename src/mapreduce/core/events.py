@@ -47,6 +47,23 @@ class JobSubmitted:
 
 
 @dataclass(frozen=True)
+class JobStarted:
+    """The job's output was prepared (its lock taken, its staging directory made): it runs."""
+
+    now: float
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobStartFailed:
+    """The job's output could not be prepared when its turn came: it fails without running."""
+
+    now: float
+    job_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class JobCommitted:
     """The job's output was committed (``_SUCCESS`` written, directory in place)."""
 
@@ -120,12 +137,14 @@ class AttemptStalled:
 
 @dataclass(frozen=True)
 class HeartbeatReceived:
-    """A worker is alive; ``progressed`` lists the attempts it runs that made progress."""
+    """A worker is alive; ``progressed`` lists the attempts it runs that made progress;
+    ``paused`` says why it takes no task now (its disk is full), or is empty."""
 
     now: float
     worker_id: str
     incarnation: str
     progressed: tuple[AttemptRef, ...] = ()
+    paused: str = ""
 
 
 @dataclass(frozen=True)
@@ -184,7 +203,12 @@ class ReduceTaskSucceeded:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """An attempt failed; ``record`` names the record user code crashed on, if any."""
+    """An attempt failed; ``record`` names the record user code crashed on, if any.
+
+    ``infrastructure``: the worker's own machine failed the attempt (its work
+    directory's disk is full or failing), not the task: the failure is shown
+    but not counted against ``max_attempts`` (up to a bound), and no record is blamed.
+    """
 
     now: float
     worker_id: str
@@ -194,6 +218,7 @@ class TaskFailed:
     record: str = ""
     traceback: str = ""
     has_log: bool = False
+    infrastructure: bool = False
 
 
 @dataclass(frozen=True)
@@ -218,6 +243,8 @@ class Tick:
 Event = (
     MasterStarted
     | JobSubmitted
+    | JobStarted
+    | JobStartFailed
     | JobCancelled
     | JobCommitted
     | JobCommitFailed
@@ -238,6 +265,8 @@ Event = (
 DURABLE = (
     MasterStarted,
     JobSubmitted,
+    JobStarted,
+    JobStartFailed,
     JobCancelled,
     JobCommitted,
     JobCommitFailed,

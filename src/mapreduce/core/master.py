@@ -18,7 +18,13 @@ from dataclasses import dataclass, field
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
-from mapreduce.core.spec import JobSpec
+from mapreduce.core.spec import (
+    DEFAULT_MAX_MAPS,
+    DEFAULT_MAX_REDUCERS,
+    MAX_REDUCERS,
+    MAX_SPLITS,
+    JobSpec,
+)
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
 
 #: How many lost workers, and failed attempts per job, the master remembers.
@@ -39,6 +45,10 @@ class MasterConfig:
         backup_after: a backup attempt is started only for attempts older than this.
         record_failures_to_skip: attempts that must crash on a record before it is skipped.
         max_lost_outputs: how often one map's output may be lost to fetch failures.
+        max_infrastructure_failures: failures of one task that its worker's machine
+            caused (a full disk) and that do not count against ``max_attempts``; more count.
+        max_maps, max_reducers: the most map and reduce tasks a submitted job may have
+            (checked when a job is submitted, not when the journal is replayed).
     """
 
     worker_timeout: float = 10.0
@@ -46,12 +56,23 @@ class MasterConfig:
     backup_after: float = 5.0
     record_failures_to_skip: int = 2
     max_lost_outputs: int = 4
+    max_infrastructure_failures: int = 10
+    max_maps: int = DEFAULT_MAX_MAPS
+    max_reducers: int = DEFAULT_MAX_REDUCERS
 
     def validate(self) -> None:
         if self.worker_timeout <= 0 or self.task_timeout <= 0 or self.backup_after < 0:
             raise ValueError("timeouts must be positive")
         if self.record_failures_to_skip < 1 or self.max_lost_outputs < 1:
             raise ValueError("record_failures_to_skip and max_lost_outputs must be at least 1")
+        if self.max_infrastructure_failures < 0:
+            raise ValueError("max_infrastructure_failures must be 0 or more")
+        if not 1 <= self.max_maps <= MAX_SPLITS:
+            raise ValueError(f"--max-maps must be 1 to {MAX_SPLITS} (got {self.max_maps})")
+        if not 1 <= self.max_reducers <= MAX_REDUCERS:
+            raise ValueError(
+                f"--max-reducers must be 1 to {MAX_REDUCERS} (got {self.max_reducers})"
+            )
 
 
 class JobState(enum.Enum):
@@ -102,10 +123,16 @@ class FailedAttempt:
     record: str
     traceback: str
     at: float
+    #: the worker's machine failed it (a full disk), not the task: not counted
+    infrastructure: bool = False
 
     def line(self) -> str:
         where = f" on record {self.record}" if self.record else ""
-        return f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: {self.reason}"
+        note = " (an infrastructure failure: not counted)" if self.infrastructure else ""
+        return (
+            f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: "
+            f"{self.reason}{note}"
+        )
 
 
 @dataclass(frozen=True)
@@ -125,6 +152,8 @@ class JobRecord:
     reduces: list[Task]
     submitted: float
     state: JobState = JobState.QUEUED
+    #: its turn came and its output is being prepared (a queued job holds nothing until then)
+    preparing: bool = False
     #: when the last map finished (re-runs included), when every reduce had, when it ended
     maps_done_at: float | None = None
     reduces_done_at: float | None = None
@@ -229,8 +258,20 @@ class MasterState:
         match event:
             case ev.MasterStarted():
                 self.epoch = max(self.epoch, event.epoch)
+                job = self.active_job()
+                if job is not None and job.state is JobState.QUEUED:
+                    job.preparing = False  # a preparation in flight died with the last master
+                self._start_next_job(event.now, out)
             case ev.JobSubmitted():
                 self._job_submitted(event, out)
+            case ev.JobStarted():
+                job = self.jobs.get(event.job_id)
+                if job is not None and job.state is JobState.QUEUED and job.preparing:
+                    self._run_job(job, event.now, out)
+            case ev.JobStartFailed():
+                job = self.jobs.get(event.job_id)
+                if job is not None and job.state is JobState.QUEUED and job.preparing:
+                    self._end_job(job, JobState.FAILED, event.reason, event.now, out)
             case ev.JobCancelled():
                 job = self.jobs.get(event.job_id)
                 if job is not None and job.state in (JobState.QUEUED, JobState.RUNNING):
@@ -296,9 +337,14 @@ class MasterState:
         self._start_next_job(event.now, out)
 
     def _start_next_job(self, now: float, out: list[act.Action]) -> None:
+        """The next queued job's turn: its output is prepared first (``JobStarted`` follows)."""
         job = self.active_job()
-        if job is None or job.state is JobState.RUNNING:
+        if job is None or job.state is JobState.RUNNING or job.preparing:
             return
+        job.preparing = True
+        out.append(act.PrepareOutput(job.job_id))
+
+    def _run_job(self, job: JobRecord, now: float, out: list[act.Action]) -> None:
         job.state = JobState.RUNNING
         if not job.maps:
             job.maps_done_at = now
@@ -623,7 +669,15 @@ class MasterState:
         job, task, attempt = found
         attempt.has_log = event.has_log
         self._fail_attempt(
-            job, task, attempt, event.reason, event.record, event.traceback, event.now, out
+            job,
+            task,
+            attempt,
+            event.reason,
+            "" if event.infrastructure else event.record,
+            event.traceback,
+            event.now,
+            out,
+            infrastructure=event.infrastructure,
         )
 
     def _attempt_stalled(self, event: ev.AttemptStalled, out: list[act.Action]) -> None:
@@ -645,17 +699,32 @@ class MasterState:
         traceback: str,
         now: float,
         out: list[act.Action],
+        infrastructure: bool = False,
     ) -> None:
         self._stop_attempt(job, task, attempt, AttemptState.FAILED, now)
         if task.kind is TaskKind.REDUCE and task.commit_granted == attempt.number:
             task.commit_granted = None
-        task.failures += 1
+        if (
+            infrastructure
+            and task.infrastructure_failures < self.config.max_infrastructure_failures
+        ):
+            task.infrastructure_failures += 1  # the worker's machine, not the task: not counted
+        else:
+            infrastructure = False
+            task.failures += 1
         job.failed_attempts += 1
         traceback = traceback[-MAX_TRACEBACK:]
         if len(job.failures) < MAX_FAILURES_KEPT:
             job.failures.append(
                 FailedAttempt(
-                    task.task_id, attempt.number, attempt.worker_id, reason, record, traceback, now
+                    task.task_id,
+                    attempt.number,
+                    attempt.worker_id,
+                    reason,
+                    record,
+                    traceback,
+                    now,
+                    infrastructure,
                 )
             )
         where = f" on record {record}" if record else ""

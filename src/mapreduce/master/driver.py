@@ -137,7 +137,8 @@ class MasterDriver:
                 if job.state in ACTIVE:
                     self.committers[job_id] = committer
                     try:
-                        committer.resume()
+                        if job.state is not JobState.QUEUED:  # queued ones hold nothing
+                            committer.resume()
                     except (OSError, MapReduceError) as exc:
                         log.error("job %s cannot resume its output: %s", job_id, exc)
                 if job.state is JobState.COMMITTING:
@@ -215,6 +216,8 @@ class MasterDriver:
         if isinstance(event, _FROM_WORKERS):
             if self.state.is_current(event.worker_id, event.incarnation):
                 self.liveness.heard_from(event.worker_id, event.incarnation, now)
+                if isinstance(event, ev.HeartbeatReceived):
+                    self.liveness.paused(event.worker_id, event.incarnation, event.paused)
             if isinstance(event, ev.HeartbeatReceived):
                 for ref in event.progressed:
                     self.liveness.progressed(ref, now)
@@ -227,6 +230,8 @@ class MasterDriver:
         """Carry out the actions that need I/O, now that they are durable."""
         for action in actions:
             match action:
+                case act.PrepareOutput():
+                    self._outputs.put(("prepare", action.job_id))
                 case act.CommitJob():
                     self._outputs.put(("commit", action.job_id))
                 case act.AbortJob() | act.RefuseJob():
@@ -261,7 +266,7 @@ class MasterDriver:
             if refused:  # the core would refuse it: do not touch the output first
                 return [act.RefuseJob(spec.job_id, refused)]
             committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
-            committer.prepare()
+            committer.check_free()  # its lock is taken when its turn comes (PrepareOutput)
             self.committers[spec.job_id] = committer
             actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec))
         self.journal.sync(seq)
@@ -322,6 +327,9 @@ class MasterDriver:
         """Commit the output of succeeded jobs and remove that of failed ones, in order."""
         while True:
             what, job_id = self._outputs.get()
+            if what == "prepare":
+                self._prepare(job_id)
+                continue
             with self.lock:
                 committer = self.committers.pop(job_id, None)
                 job = self.state.jobs.get(job_id)
@@ -338,8 +346,26 @@ class MasterDriver:
                 committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:
                 log.error("committing the output of %s failed: %s", job_id, exc)
+                committer.abort()  # the staging directory goes too (the core's abort finds
+                # no committer: it was taken off above)
                 self.handle(
                     ev.JobCommitFailed(self.now(), job_id, f"committing the output failed: {exc}")
                 )
             else:
                 self.handle(ev.JobCommitted(self.now(), job_id))
+
+    def _prepare(self, job_id: str) -> None:
+        """The job's turn: take its output's lock and make its staging directory."""
+        with self.lock:
+            committer = self.committers.get(job_id)
+        if committer is None:
+            return
+        try:
+            committer.prepare()
+        except (OSError, MapReduceError) as exc:
+            log.error("preparing the output of %s failed: %s", job_id, exc)
+            self.handle(
+                ev.JobStartFailed(self.now(), job_id, f"preparing the output failed: {exc}")
+            )
+        else:
+            self.handle(ev.JobStarted(self.now(), job_id))
