@@ -179,7 +179,8 @@ def _infrastructure(exc: BaseException) -> InfrastructureError | None:
     root: BaseException | None = exc
     while root is not None and not isinstance(root, OSError):
         root = root.__cause__ or root.__context__
-    return InfrastructureError(_describe(root or exc), _user_traceback(exc), number)
+    # No traceback: the machine failed, not the code; the reason says how.
+    return InfrastructureError(_describe(root or exc), "", number)
 
 
 P = ParamSpec("P")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import threading
 import time
@@ -26,6 +27,8 @@ from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 
 MapOutputId = tuple[str, int, int]  # job, map index, map attempt
+
+log = logging.getLogger("mapreduce.shuffle")
 
 
 class FetchError(Exception):
@@ -65,10 +68,14 @@ class MapOutputRegistry:
 
 #: A stream whose client reads nothing for this long is ended (its slot freed).
 IDLE_TIMEOUT = 30.0
-#: Streams one client connection may have open at once (HTTP/2: more wait, client-side).
+#: Streams one client connection may have open at once; more are refused with
+#: RESOURCE_EXHAUSTED (retried).  (Not HTTP/2's own stream limit: the client's streams
+#: beyond it would wait behind the stalled ones, which the server cannot end.)
 STREAMS_PER_CONNECTION = 16
 #: Streams the server runs at once; more are refused with RESOURCE_EXHAUSTED (retried).
 MAX_STREAMS = 256
+#: Seconds a client connection lives (then the client reconnects); see ShuffleServer.
+MAX_CONNECTION_AGE = 600.0
 
 
 class ShuffleService(pb_grpc.ShuffleServicer):
@@ -79,16 +86,41 @@ class ShuffleService(pb_grpc.ShuffleServicer):
         registry: the map outputs this worker holds.
         idle_timeout: a stream whose client accepts no chunk for this long is ended.
         readers: the threads that read the files (the event loop never waits for a disk).
+        streams_per_connection: streams one client connection may have at once.
     """
 
     def __init__(
-        self, registry: MapOutputRegistry, idle_timeout: float, readers: futures.Executor
+        self,
+        registry: MapOutputRegistry,
+        idle_timeout: float,
+        readers: futures.Executor,
+        streams_per_connection: int = STREAMS_PER_CONNECTION,
     ) -> None:
         self.registry = registry
         self.idle_timeout = idle_timeout
         self.readers = readers
+        self.streams_per_connection = streams_per_connection
+        #: open streams by client connection (only the event loop's thread touches it)
+        self._streams: dict[str, int] = {}
 
     async def FetchPartition(  # type: ignore[override]
+        self, request: pb.FetchPartitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        peer = context.peer()
+        if self._streams.get(peer, 0) >= self.streams_per_connection:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {self.streams_per_connection} fetches at once per connection",
+            )
+        self._streams[peer] = self._streams.get(peer, 0) + 1
+        try:
+            await self._send(request, context)
+        finally:
+            self._streams[peer] -= 1
+            if not self._streams[peer]:
+                del self._streams[peer]
+
+    async def _send(
         self, request: pb.FetchPartitionRequest, context: grpc.aio.ServicerContext[Any, Any]
     ) -> None:
         directory = self.registry.get((request.job_id, request.map_index, request.map_attempt))
@@ -116,6 +148,19 @@ class ShuffleService(pb_grpc.ShuffleServicer):
                     # Flow control: this waits while the client does not read.
                     await asyncio.wait_for(context.write(chunk), self.idle_timeout)
                 except TimeoutError:
+                    f.close()
+                    log.warning(
+                        "ended the fetch of map %d attempt %d partition %d of %s by %s: "
+                        "the client read nothing for %g s",
+                        request.map_index,
+                        request.map_attempt,
+                        request.partition,
+                        request.job_id,
+                        context.peer(),
+                        self.idle_timeout,
+                    )
+                    # (The status goes out once the client reads or its connection closes:
+                    # at the latest MAX_CONNECTION_AGE later; this stream costs no thread.)
                     await context.abort(
                         grpc.StatusCode.DEADLINE_EXCEEDED,
                         f"the client read nothing for {self.idle_timeout:g} s",
@@ -130,10 +175,10 @@ class ShuffleService(pb_grpc.ShuffleServicer):
 class ShuffleServer:
     """The Shuffle service's gRPC server, on an event loop in a thread of its own.
 
-    Per client connection at most :data:`STREAMS_PER_CONNECTION` streams run at once
-    (HTTP/2 makes the client's further streams wait), at most ``max_streams`` in all
-    (further ones are refused with RESOURCE_EXHAUSTED, which :func:`fetch_partition`
-    retries), and a stream whose client reads nothing for ``idle_timeout`` ends.
+    Per client connection at most ``streams_per_connection`` streams run at once, at
+    most ``max_streams`` in all (further ones are refused with RESOURCE_EXHAUSTED, which
+    :func:`fetch_partition` retries), and a stream whose client reads nothing for
+    ``idle_timeout`` ends.
     """
 
     def __init__(
@@ -171,15 +216,21 @@ class ShuffleServer:
         server = grpc.aio.server(
             options=[
                 *convert.GRPC_OPTIONS,
-                ("grpc.max_concurrent_streams", self._streams_per_connection),
                 ("grpc.keepalive_time_ms", 30_000),
                 ("grpc.keepalive_timeout_ms", 10_000),
-                ("grpc.http2.max_pings_without_data", 0),
+                # A client that stops reading keeps its streams (and their last chunk)
+                # until its connection goes: connections are closed after this age, with
+                # as much grace again for fetches under way (a fetch's deadline is shorter).
+                ("grpc.max_connection_age_ms", int(MAX_CONNECTION_AGE * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE * 1000)),
             ],
             maximum_concurrent_rpcs=self._max_streams,
         )
         pb_grpc.add_ShuffleServicer_to_server(
-            ShuffleService(self._registry, self._idle_timeout, self._readers), server
+            ShuffleService(
+                self._registry, self._idle_timeout, self._readers, self._streams_per_connection
+            ),
+            server,
         )
         port = server.add_insecure_port(listen)
         if port == 0:
