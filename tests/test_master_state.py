@@ -81,7 +81,7 @@ class Cluster:
         return out
 
     def submit(self, job: str = "j", maps: int = 2, reduces: int = 1, **kw: object) -> None:
-        self.send(ev.JobSubmitted(self.now, make_spec(job, maps, reduces, **kw)))
+        self.send(ev.JobSubmitted(self.now, make_spec(job, maps, reduces, **kw), True))
 
     def register(self, worker: str, incarnation: str | None = None, slots: int = 1) -> None:
         inc = incarnation or f"{worker}-inc{len(self.incarnations)}"
@@ -474,11 +474,11 @@ def test_a_queued_job_holds_nothing_until_its_output_is_prepared() -> None:
     c = Cluster()
     c.prepare_outputs = False
     c.register("w1")
-    out = c.send(ev.JobSubmitted(c.now, make_spec("a", 1, 1)))
+    out = c.send(ev.JobSubmitted(c.now, make_spec("a", 1, 1), True))
     assert out == [act.PrepareOutput("a")]
     assert c.job("a") is JobState.QUEUED and c.request("w1") == []  # nothing runs yet
-    assert c.send(ev.JobSubmitted(c.now, make_spec("b", 1, 1))) == []  # b waits its turn
-    assert c.send(ev.JobSubmitted(c.now, make_spec("c", 1, 1))) == []
+    assert c.send(ev.JobSubmitted(c.now, make_spec("b", 1, 1), True)) == []  # b waits
+    assert c.send(ev.JobSubmitted(c.now, make_spec("c", 1, 1), True)) == []
     # the master restarts while a's output is being prepared: it is asked for again
     assert act.PrepareOutput("a") in c.send(ev.MasterStarted(c.now, 2))
     c.send(ev.JobStarted(c.now, "a"))
@@ -492,6 +492,17 @@ def test_a_queued_job_holds_nothing_until_its_output_is_prepared() -> None:
     assert act.PrepareOutput("c") in out
     assert c.send(ev.JobStarted(c.now, "b")) == []  # too late: b has ended
     assert c.job("b") is JobState.FAILED
+
+
+def test_jobs_of_an_older_journal_run_at_their_turn_as_they_did() -> None:
+    """A journal written before outputs were prepared at a job's turn replays to the state
+    it recorded: its jobs ran at their turn, without PrepareOutput."""
+    c = Cluster()
+    c.register("w1")
+    assert c.send(ev.JobSubmitted(c.now, make_spec("old", 1, 1))) == []
+    assert c.job("old") is JobState.RUNNING
+    (m,) = c.request("w1")
+    assert m.job_id == "old"
 
 
 def test_infrastructure_failures_do_not_count_up_to_a_bound_and_blame_no_record() -> None:

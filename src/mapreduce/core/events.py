@@ -36,10 +36,17 @@ class MasterStarted:
 
 @dataclass(frozen=True)
 class JobSubmitted:
-    """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks."""
+    """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks.
+
+    ``output_at_turn``: its output is prepared when its turn comes (``PrepareOutput``,
+    then ``JobStarted``), so a queued job holds nothing.  False in journals written
+    before that was so (the output was prepared at submission and the job ran at its
+    turn): replaying them gives the state they recorded.
+    """
 
     now: float
     spec: JobSpec
+    output_at_turn: bool = False
 
     @property
     def job_id(self) -> str:

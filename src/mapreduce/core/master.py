@@ -154,6 +154,8 @@ class JobRecord:
     state: JobState = JobState.QUEUED
     #: its turn came and its output is being prepared (a queued job holds nothing until then)
     preparing: bool = False
+    #: its output is prepared at its turn (False: at submission, in older journals)
+    output_at_turn: bool = False
     #: when the last map finished (re-runs included), when every reduce had, when it ended
     maps_done_at: float | None = None
     reduces_done_at: float | None = None
@@ -326,6 +328,7 @@ class MasterState:
             maps=[Task(TaskKind.MAP, i) for i in range(spec.num_maps)],
             reduces=[Task(TaskKind.REDUCE, i) for i in range(spec.num_reducers)],
             submitted=event.now,
+            output_at_turn=event.output_at_turn,
             idle={
                 TaskKind.MAP: list(range(spec.num_maps)),
                 TaskKind.REDUCE: list(range(spec.num_reducers)),
@@ -340,6 +343,9 @@ class MasterState:
         """The next queued job's turn: its output is prepared first (``JobStarted`` follows)."""
         job = self.active_job()
         if job is None or job.state is JobState.RUNNING or job.preparing:
+            return
+        if not job.output_at_turn:  # from an older journal: its output was prepared already
+            self._run_job(job, now, out)
             return
         job.preparing = True
         out.append(act.PrepareOutput(job.job_id))

@@ -137,8 +137,8 @@ class MasterDriver:
                 if job.state in ACTIVE:
                     self.committers[job_id] = committer
                     try:
-                        if job.state is not JobState.QUEUED:  # queued ones hold nothing
-                            committer.resume()
+                        if job.state is not JobState.QUEUED or not job.output_at_turn:
+                            committer.resume()  # (queued jobs hold nothing, unless older)
                     except (OSError, MapReduceError) as exc:
                         log.error("job %s cannot resume its output: %s", job_id, exc)
                 if job.state is JobState.COMMITTING:
@@ -268,7 +268,7 @@ class MasterDriver:
             committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
             committer.check_free()  # its lock is taken when its turn comes (PrepareOutput)
             self.committers[spec.job_id] = committer
-            actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec))
+            actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec, output_at_turn=True))
         self.journal.sync(seq)
         self._after(actions)
         return actions
