@@ -233,6 +233,14 @@ def test_reports_naming_tasks_or_attempts_that_do_not_exist_are_refused(tmp_path
                 ),
                 timeout=10,
             )
+        for long in [
+            pb.WorkerIdentity(worker_id="w" * 10_000, incarnation="i"),
+            pb.WorkerIdentity(worker_id="w", incarnation="i" * 10_000),
+        ]:
+            register = pb.RegisterWorkerRequest(
+                worker=long, shuffle_address="h:1", protocol_version=convert.PROTOCOL_VERSION
+            )
+            assert "at most 256 characters" in refused(stub.RegisterWorker, register)
         job = stub.SubmitJob(submission(tmp_path, tmp_path / "out"), timeout=10).job_id
 
         def assigned() -> list[pb.TaskAssignment]:
@@ -485,6 +493,22 @@ def test_a_full_temporary_directory_in_a_local_run_is_a_clear_error(tmp_path: Pa
     assert "No space left on device" in result.stderr and "Traceback" not in result.stderr
     assert left == [] and not out.exists()
     assert not list(tmp_path.glob(".out.staging-*"))
+
+
+@pytest.mark.parametrize("where", [["--local"], ["--workers", "1", "--max-attempts", "2"]])
+def test_running_out_of_file_descriptors_is_never_blamed_on_a_record(
+    tmp_path: Path, where: list[str]
+) -> None:
+    inp = tmp_path / "in.txt"
+    inp.write_text("a b\nLEAK\nc\n")
+    out = tmp_path / "out"
+    result = run_cli(
+        "run", JOBS / "fd_leak.py", "-i", inp, "-o", out, "--skip-bad-records", "10", *where
+    )
+    assert result.returncode == 1, result.stderr
+    assert "Too many open files" in result.stderr
+    assert "on record" not in result.stderr and "Traceback" not in result.stderr
+    assert not out.exists() and not list(tmp_path.glob(".out.*"))
 
 
 # -- item 7: the shuffle server cannot be starved --------------------------------------------
