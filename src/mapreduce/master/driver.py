@@ -9,8 +9,9 @@ journal does not hold.  Heartbeats and ticks only touch
 :class:`~mapreduce.core.liveness.Liveness`; the durable events it derives go
 through :meth:`handle` like the rest.
 
-The I/O the core asks for (committing or aborting a job's output) is done by
-an output thread, which reports back with ``JobCommitted`` / ``JobCommitFailed``.
+The I/O the core asks for (preparing, committing or aborting a job's output) is
+done by an output thread, which reports back with ``JobStarted`` /
+``JobStartFailed`` and ``JobCommitted`` / ``JobCommitFailed``.
 """
 
 from __future__ import annotations
