@@ -347,8 +347,8 @@ class MasterDriver:
                 committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:
                 log.error("committing the output of %s failed: %s", job_id, exc)
-                committer.abort()  # the staging directory goes too (the core's abort finds
-                # no committer: it was taken off above)
+                # Its staging directory goes too (the AbortJob that follows finds no committer).
+                committer.abort()
                 self.handle(
                     ev.JobCommitFailed(self.now(), job_id, f"committing the output failed: {exc}")
                 )
