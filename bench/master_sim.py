@@ -120,7 +120,8 @@ def simulate(
     splits = tuple(InputSplit(f"/data/input-{i:06d}", 0, 64 << 20) for i in range(maps))
     spec = JobSpec("job", "job.py", num_reducers=reduces, output=output, splits=splits)
     with driver.lock:
-        driver.apply_locked(ev.JobSubmitted(0.0, spec))
+        driver.apply_locked(ev.JobSubmitted(0.0, spec, output_at_turn=True))
+        driver.apply_locked(ev.JobStarted(0.0, "job"))  # as the output thread reports
     names = [f"w{i}" for i in range(workers)]
     with driver.lock:
         for name in names:

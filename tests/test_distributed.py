@@ -526,6 +526,8 @@ def test_output_appearing_during_the_job_fails_it_without_touching_it(tmp_path: 
         with pytest.raises(JobFailedError, match="appeared while the job ran"):
             client.wait_for(stub, job_id)
     assert [p.name for p in out.iterdir()] == ["mine"]
+    # the failed commit removed its staging directory (and its lock)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "out"]
 
 
 def test_job_ids_and_outputs_that_could_escape_are_refused(tmp_path: Path) -> None:

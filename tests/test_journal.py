@@ -473,6 +473,9 @@ def test_both_journals_satisfy_the_protocol(tmp_path: Path) -> None:
 
 
 def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
+    import marshal
+    import pickle
+
     from mapreduce.core import events as ev
     from mapreduce.core.spec import InputSplit, JobSpec
     from mapreduce.core.tasks import TaskKind, TaskStats
@@ -484,6 +487,9 @@ def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
     events: list[ev.Event] = [
         ev.MasterStarted(1.0, 3),
         ev.JobSubmitted(1.0, spec),
+        ev.JobSubmitted(1.0, spec, output_at_turn=True),
+        ev.JobStarted(1.0, "job-1"),
+        ev.JobStartFailed(1.0, "job-1", "--output /out is in use"),
         ev.JobCancelled(1.0, "job-1"),
         ev.JobCommitted(1.0, "job-1"),
         ev.JobCommitFailed(1.0, "job-1", "disk full"),
@@ -497,9 +503,18 @@ def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
         ev.ReduceCommitRequested(1.5, "w", "i", ref),
         ev.ReduceTaskSucceeded(1.5, "w", "i", ref, stats, True),
         ev.TaskFailed(1.5, "w", "i", ref, "ValueError: x", "/in/a@3", "Traceback...", True),
+        ev.TaskFailed(1.5, "w", "i", ref, "OSError: disk full", "", "", False, True),
         ev.FetchFailed(1.5, "w", "i", ref, 3, 1),
     ]
     for event in events:
         assert codec.decode(codec.encode(event)) == event
+    # records of an older journal, without the newer fields, read back with their defaults
+    flat = (4, 1.5, "w", "i", ("job-1", "reduce", 7, 2), "ValueError: x", "", "tb", False)
+    assert codec.decode(b"M" + marshal.dumps(flat)) == ev.TaskFailed(
+        1.5, "w", "i", ref, "ValueError: x", "", "tb", False
+    )
+    old = ev.JobSubmitted(1.0, spec, output_at_turn=True)
+    object.__delattr__(old, "output_at_turn")  # as pickled before the field existed
+    assert codec.decode(b"P" + pickle.dumps(old)) == ev.JobSubmitted(1.0, spec)
     with pytest.raises(ValueError, match="unknown journal record"):
         codec.decode(b"Xjunk")

@@ -269,20 +269,27 @@ def test_syntax_error_in_job_file(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--reducers", "0"], "--reducers must be at least 1"),
+        (["--reducers", "0"], "--reducers must be 1 to 100000 (got 0)"),
+        (["--reducers", "5000000000"], "--reducers must be 1 to 100000 (got 5000000000)"),
+        (["--max-attempts", "1000"], "--max-attempts must be 1 to 100"),
         (["--split-size", "lots"], "is not a size"),
         (["--param", "novalue"], "is not NAME=VALUE"),
         (["--input-format", "xml"], "invalid choice"),
     ],
 )
-def test_bad_flags_are_named(tmp_path: Path, flags: list[str], message: str) -> None:
+@pytest.mark.parametrize("local", [["--local"], ["--workers", "1"]])
+def test_bad_flags_are_named(
+    tmp_path: Path, flags: list[str], message: str, local: list[str]
+) -> None:
+    """In a local run and on an embedded cluster (planned as `submit` plans a job):
+    a clear message naming the flag and exit 2, never a traceback."""
     inp = write_lines(tmp_path / "in.txt", ["x"])
-    local = ["--local"]
     result = run_cli(
         "run", JOBS / "wordcount_plain.py", "-i", inp, "-o", tmp_path / "o", *flags, *local
     )
     assert result.returncode == 2
     assert message in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 def test_python_dash_m_and_help() -> None:

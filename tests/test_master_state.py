@@ -49,6 +49,8 @@ class Cluster:
         #: the pickled state once ``snapshot_at`` durable events were applied, as a checkpoint
         self.snapshot_at = snapshot_at
         self.snapshot = b""
+        #: answer every PrepareOutput with JobStarted at once, as the shell does
+        self.prepare_outputs = True
 
     def send(self, event: ev.Event) -> list[act.Action]:
         out = self.master.handle(event)
@@ -61,6 +63,9 @@ class Cluster:
             self.durable.append(event)
             if len(self.durable) == self.snapshot_at:
                 self.snapshot = pickle.dumps(self.master)
+        for action in out:
+            if isinstance(action, act.PrepareOutput) and self.prepare_outputs:
+                out += self.send(ev.JobStarted(self.now, action.job_id))  # as the shell does
         worker = getattr(event, "worker_id", None)
         if worker is not None and self.master.is_current(worker, event.incarnation):  # type: ignore[union-attr]
             self.liveness.heard_from(worker, event.incarnation, event.now)  # type: ignore[union-attr]
@@ -70,7 +75,7 @@ class Cluster:
         return out
 
     def submit(self, job: str = "j", maps: int = 2, reduces: int = 1, **kw: object) -> None:
-        self.send(ev.JobSubmitted(self.now, make_spec(job, maps, reduces, **kw)))
+        self.send(ev.JobSubmitted(self.now, make_spec(job, maps, reduces, **kw), True))
 
     def register(self, worker: str, incarnation: str | None = None, slots: int = 1) -> None:
         inc = incarnation or f"{worker}-inc{len(self.incarnations)}"
@@ -109,10 +114,21 @@ class Cluster:
             )
         return out
 
-    def fail(self, a: act.AssignTask, record: str = "") -> list[act.Action]:
+    def fail(
+        self, a: act.AssignTask, record: str = "", infrastructure: bool = False
+    ) -> list[act.Action]:
         inc = self.incarnations[a.worker_id]
         return self.send(
-            ev.TaskFailed(self.now, a.worker_id, inc, self.ref(a), "ValueError: x", record, "tb")
+            ev.TaskFailed(
+                self.now,
+                a.worker_id,
+                inc,
+                self.ref(a),
+                "ValueError: x",
+                record,
+                "tb",
+                infrastructure=infrastructure,
+            )
         )
 
     def tick(self, dt: float) -> list[act.Action]:
@@ -446,6 +462,64 @@ def test_jobs_queue_and_run_in_order() -> None:
     assert t.job_id == "b"
 
 
+def test_a_queued_job_holds_nothing_until_its_output_is_prepared() -> None:
+    """Its turn comes: PrepareOutput; it runs on JobStarted; JobStartFailed fails it and the
+    next job's turn comes; a preparation lost with the master is asked for again."""
+    c = Cluster()
+    c.prepare_outputs = False
+    c.register("w1")
+    out = c.send(ev.JobSubmitted(c.now, make_spec("a", 1, 1), True))
+    assert out == [act.PrepareOutput("a")]
+    assert c.job("a") is JobState.QUEUED and c.request("w1") == []  # nothing runs yet
+    assert c.send(ev.JobSubmitted(c.now, make_spec("b", 1, 1), True)) == []  # b waits
+    assert c.send(ev.JobSubmitted(c.now, make_spec("c", 1, 1), True)) == []
+    # the master restarts while a's output is being prepared: it is asked for again
+    assert act.PrepareOutput("a") in c.send(ev.MasterStarted(c.now, 2))
+    c.send(ev.JobStarted(c.now, "a"))
+    assert c.job("a") is JobState.RUNNING and c.job("b") is JobState.QUEUED
+    assert c.send(ev.JobStarted(c.now, "b")) == []  # not its turn: ignored
+    out = c.send(ev.JobCancelled(c.now, "a"))
+    assert act.PrepareOutput("b") in out
+    out = c.send(ev.JobStartFailed(c.now, "b", "--output /out/b is in use"))
+    assert c.job("b") is JobState.FAILED and c.master.jobs["b"].reason.endswith("in use")
+    assert act.AbortJob("b", "--output /out/b is in use") in out
+    assert act.PrepareOutput("c") in out
+    assert c.send(ev.JobStarted(c.now, "b")) == []  # too late: b has ended
+    assert c.job("b") is JobState.FAILED
+
+
+def test_jobs_of_an_older_journal_run_at_their_turn_as_they_did() -> None:
+    """A journal written before outputs were prepared at a job's turn replays to the state
+    it recorded: its jobs ran at their turn, without PrepareOutput."""
+    c = Cluster()
+    c.register("w1")
+    assert c.send(ev.JobSubmitted(c.now, make_spec("old", 1, 1))) == []
+    assert c.job("old") is JobState.RUNNING
+    (m,) = c.request("w1")
+    assert m.job_id == "old"
+
+
+def test_infrastructure_failures_do_not_count_up_to_a_bound_and_blame_no_record() -> None:
+    c = Cluster(max_infrastructure_failures=2)
+    c.submit(maps=1, reduces=1, max_attempts=2, skip_bad_records=5)
+    c.register("w1")
+    for _ in range(2):  # a worker whose disk is full: shown, not counted
+        (m,) = c.request("w1")
+        c.fail(m, record="in.txt@7", infrastructure=True)
+    task = c.task(MAP, 0)
+    assert (task.failures, task.infrastructure_failures) == (0, 2)
+    assert task.record_failures == {} and task.skip == []  # never blamed, never skipped
+    failures = c.master.jobs["j"].failures
+    assert all(f.infrastructure and not f.record for f in failures)
+    assert "infrastructure failure: not counted" in failures[0].line()
+    (m,) = c.request("w1")
+    c.fail(m, infrastructure=True)  # beyond the bound: counted
+    assert (task.failures, task.infrastructure_failures) == (1, 2)
+    (m,) = c.request("w1")
+    c.fail(m)
+    assert c.job() is JobState.FAILED
+
+
 def test_cancel_kills_running_attempts() -> None:
     c = Cluster()
     c.submit(maps=2, reduces=1)
@@ -511,7 +585,7 @@ def random_run(seed: int, reduces: int, snapshot_at: int = -1) -> Cluster:
             if calm or rng.random() < 0.85:
                 c.finish(a)
             else:
-                c.fail(a, record=rng.choice(["", "r1"]))
+                c.fail(a, record=rng.choice(["", "r1"]), infrastructure=rng.random() < 0.2)
         elif choice < 0.7 and running and not calm:
             a = rng.choice(running)
             if a.kind is REDUCE and c.master.jobs["j"].maps:

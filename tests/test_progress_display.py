@@ -160,4 +160,5 @@ def test_failures_as_they_happen_status_and_logs(tmp_path: Path) -> None:
             cluster.secret_file,
         )
         assert missing.returncode == 1
-        assert "the master says NOT_FOUND" in missing.stderr
+        assert "the master says INVALID_ARGUMENT" in missing.stderr  # out of range
+        assert "has 1 map tasks: no map-00099" in missing.stderr

@@ -17,6 +17,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from mapreduce import __version__
+from mapreduce.core.spec import DEFAULT_MAX_MAPS, DEFAULT_MAX_REDUCERS, MAX_REDUCERS, MAX_SPLITS
 from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, UsageError
 from mapreduce.local import run_local
@@ -274,6 +275,22 @@ def _add_cluster_parsers(
         metavar="SECONDS",
         help="start backup attempts only for attempts older than this",
     )
+    master.add_argument(
+        "--max-maps",
+        type=int,
+        default=DEFAULT_MAX_MAPS,
+        metavar="M",
+        help=f"refuse jobs with more map tasks (input splits) than this (default "
+        f"{DEFAULT_MAX_MAPS}; at most {MAX_SPLITS})",
+    )
+    master.add_argument(
+        "--max-reducers",
+        type=int,
+        default=DEFAULT_MAX_REDUCERS,
+        metavar="R",
+        help=f"refuse jobs with more reduce tasks than this (default {DEFAULT_MAX_REDUCERS}; "
+        f"at most {MAX_REDUCERS})",
+    )
 
     worker = subparsers.add_parser("worker", help="run a worker daemon")
     _add_secret_flag(worker)
@@ -305,6 +322,14 @@ def _add_cluster_parsers(
         default=0,
         metavar="N",
         help="fault injection: exit abruptly after N finished tasks",
+    )
+    worker.add_argument(
+        "--shuffle-idle-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="end a map-output fetch whose client reads nothing for this long, so stalled "
+        "readers cannot hold the shuffle service (default 30)",
     )
     worker.add_argument("--name", default="", help="worker id (default: its address)")
     worker.add_argument(
@@ -486,6 +511,8 @@ def _master(args: argparse.Namespace) -> int:
             worker_timeout=args.worker_timeout,
             task_timeout=args.task_timeout,
             backup_after=args.backup_after,
+            max_maps=args.max_maps,
+            max_reducers=args.max_reducers,
         )
         config.validate()
     except ValueError as exc:
@@ -619,6 +646,10 @@ def _worker(args: argparse.Namespace) -> int:
     )
     if args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
+    if args.shuffle_idle_timeout <= 0:
+        raise UsageError(
+            f"--shuffle-idle-timeout must be positive (got {args.shuffle_idle_timeout})"
+        )
     worker = Worker(
         WorkerConfig(
             master=args.master,
@@ -629,6 +660,7 @@ def _worker(args: argparse.Namespace) -> int:
             name=args.name,
             advertise=args.advertise,
             secret=_security(args).secret,
+            shuffle_idle_timeout=args.shuffle_idle_timeout,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -680,6 +712,7 @@ def _status(args: argparse.Namespace) -> int:
         print(
             f"  {w.worker_id}  {w.address}  running {w.running}/{w.slots}  "
             f"last heartbeat {w.last_heartbeat_age:.1f}s ago"
+            + (f"  paused: {w.paused}" if w.paused else "")
         )
     print(f"{len(status.jobs)} jobs")
     for job in status.jobs:

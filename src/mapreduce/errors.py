@@ -79,7 +79,8 @@ class TaskFailedError(MapReduceError):
 
     def __init__(self, task: str, attempt: int, record: str, reason: str, traceback: str) -> None:
         where = f" on record {record}" if record else ""
-        super().__init__(f"task {task} attempt {attempt} failed{where}: {reason}\n{traceback}")
+        tb = f"\n{traceback}" if traceback else ""
+        super().__init__(f"task {task} attempt {attempt} failed{where}: {reason}{tb}")
         self.task = task
         self.attempt = attempt
         self.record = record

@@ -85,9 +85,10 @@ def run_local(options: JobOptions) -> JobSummary:
     committer.prepare()
     summary = JobSummary(spec=spec)
     budget = _SkipBudget(options.skip_bad_records)
-    scratch = tempfile.mkdtemp(prefix=f"mapreduce-{spec.job_id}-")
+    scratch = ""
     summary.phase_seconds["plan"] = time.monotonic() - started
     try:
+        scratch = tempfile.mkdtemp(prefix=f"mapreduce-{spec.job_id}-")
         phase_start = time.monotonic()
         map_results: list[TaskResult] = []
         summary.map_results = map_results  # type: ignore[assignment]
@@ -135,9 +136,13 @@ def run_local(options: JobOptions) -> JobSummary:
     except TaskFailedError as failure:
         committer.abort()
         raise JobFailedError(f"job {spec.job_id} failed: {failure}") from failure
+    except OSError as exc:  # a full disk (the temporary directory's, the output's)...
+        committer.abort()
+        raise JobFailedError(f"job {spec.job_id} failed: {exc}") from exc
     except BaseException:
         committer.abort()
         raise
     finally:
-        shutil.rmtree(scratch, ignore_errors=True)
+        if scratch:
+            shutil.rmtree(scratch, ignore_errors=True)
     return summary

@@ -15,11 +15,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 
 from mapreduce import context
-from mapreduce.core.spec import MAX_ATTEMPTS, InputSplit, JobSpec
+from mapreduce.core.spec import MAX_ATTEMPTS, MAX_REDUCERS, MAX_SPLITS, InputSplit, JobSpec
 from mapreduce.dataflow.formats import INPUT_FORMATS, read_split
 from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample
-from mapreduce.dataflow.splits import expand_inputs, plan_splits
+from mapreduce.dataflow.splits import expand_inputs, input_roots, plan_splits
 from mapreduce.errors import BadRecordError, JobDefinitionError, UsageError
 from mapreduce.jobfile import Job, load_job
 
@@ -73,8 +73,8 @@ class JobOptions:
         Raises:
             UsageError: a value is out of range.
         """
-        if self.num_reducers < 1:
-            raise UsageError(f"--reducers must be at least 1 (got {self.num_reducers})")
+        if not 1 <= self.num_reducers <= MAX_REDUCERS:
+            raise UsageError(f"--reducers must be 1 to {MAX_REDUCERS} (got {self.num_reducers})")
         if self.split_size < 1:
             raise UsageError(f"--split-size must be at least 1 byte (got {self.split_size})")
         if self.memory_mb < 1:
@@ -107,6 +107,13 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
     input_format = options.input_format or job.input_format or "lines"
     # Absolute paths: the same keys (path, offset) whichever directory or machine runs a task.
     files = [os.path.abspath(path) for path in expand_inputs(options.inputs)]
+    check_output_apart(options.output, input_roots(options.inputs))
+    splits = plan_splits(files, input_format, options.split_size)
+    if len(splits) > MAX_SPLITS:
+        raise UsageError(
+            f"the input makes {len(splits)} map tasks at --split-size {options.split_size}; "
+            f"at most {MAX_SPLITS}: choose a larger --split-size"
+        )
     with open(options.job_path, "rb") as f:
         source = f.read()
     py_files = _read_py_files(options.py_files)
@@ -121,7 +128,7 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
         memory_bytes=options.memory_mb << 20,
         use_combiner=options.use_combiner,
         output=os.path.normpath(os.path.abspath(options.output)),
-        splits=tuple(plan_splits(files, input_format, options.split_size)),
+        splits=tuple(splits),
         overwrite=options.overwrite,
         max_attempts=options.max_attempts,
         skip_bad_records=options.skip_bad_records,
@@ -135,6 +142,34 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
         sampled = sample_keys(job, spec, list(spec.splits), job.range_partitioner.sample_size)
         spec = spec.replace(boundaries=tuple(boundaries_from_sample(sampled, spec.num_reducers)))
     return job, spec
+
+
+def check_output_apart(output: str, inputs: list[str]) -> None:
+    """Refuse an output that is, holds or lies inside an input (symbolic links resolved),
+    with or without ``--overwrite``: writing it would destroy the input, or the next run
+    would read the output as input.
+
+    Raises:
+        UsageError: naming the output and the input.
+    """
+    out = os.path.realpath(output)
+    for path in inputs:
+        real = os.path.realpath(path)
+        if out == real:
+            raise UsageError(f"--output {output} is the input {path}: it would be destroyed")
+        if _inside(real, out):
+            raise UsageError(
+                f"--output {output} holds the input {path}: writing it would destroy the input"
+            )
+        if _inside(out, real):
+            raise UsageError(
+                f"--output {output} is inside the input {path}: choose an output outside "
+                "every input (it would be read as input by the next run)"
+            )
+
+
+def _inside(path: str, directory: str) -> bool:
+    return path.startswith(directory.rstrip("/") + "/")
 
 
 def _read_py_files(paths: tuple[str, ...]) -> tuple[tuple[str, bytes], ...]:

@@ -93,6 +93,15 @@ class WorkerLost:
 
 
 @dataclass(frozen=True)
+class PrepareOutput:
+    """The job's turn has come: prepare its output (take its lock, make its staging
+    directory), then report back with ``JobStarted`` or ``JobStartFailed``.  Queued jobs
+    hold nothing (no lock, no file descriptor) until then."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
 class CommitJob:
     """Every reduce partition is committed: commit the job's output, then report back."""
 
@@ -124,6 +133,7 @@ Action = (
     | DenyCommit
     | ReRegisterWorker
     | WorkerLost
+    | PrepareOutput
     | CommitJob
     | AbortJob
     | RefuseJob

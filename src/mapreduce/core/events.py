@@ -39,14 +39,38 @@ class MasterStarted:
 
 @dataclass(frozen=True)
 class JobSubmitted:
-    """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks."""
+    """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks.
+
+    ``output_at_turn``: its output is prepared when its turn comes (``PrepareOutput``,
+    then ``JobStarted``), so a queued job holds nothing.  False in journals written
+    before that was so (the output was prepared at submission and the job ran at its
+    turn): replaying them gives the state they recorded.
+    """
 
     now: float
     spec: JobSpec
+    output_at_turn: bool = False
 
     @property
     def job_id(self) -> str:
         return self.spec.job_id
+
+
+@dataclass(frozen=True)
+class JobStarted:
+    """The job's output was prepared (its lock taken, its staging directory made): it runs."""
+
+    now: float
+    job_id: str
+
+
+@dataclass(frozen=True)
+class JobStartFailed:
+    """The job's output could not be prepared when its turn came: it fails without running."""
+
+    now: float
+    job_id: str
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -123,12 +147,14 @@ class AttemptStalled:
 
 @dataclass(frozen=True)
 class HeartbeatReceived:
-    """A worker is alive; ``progressed`` lists the attempts it runs that made progress."""
+    """A worker is alive; ``progressed`` lists the attempts it runs that made progress;
+    ``paused`` says why it takes no task now (its disk is full), or is empty."""
 
     now: float
     worker_id: str
     incarnation: str
     progressed: tuple[AttemptRef, ...] = ()
+    paused: str = ""
 
 
 @dataclass(frozen=True)
@@ -187,7 +213,12 @@ class ReduceTaskSucceeded:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """An attempt failed; ``record`` names the record user code crashed on, if any."""
+    """An attempt failed; ``record`` names the record user code crashed on, if any.
+
+    ``infrastructure``: the worker's own machine failed the attempt (its work
+    directory's disk is full or failing), not the task: the failure is shown
+    but not counted against ``max_attempts`` (up to a bound), and no record is blamed.
+    """
 
     now: float
     worker_id: str
@@ -197,6 +228,7 @@ class TaskFailed:
     record: str = ""
     traceback: str = ""
     has_log: bool = False
+    infrastructure: bool = False
 
 
 @dataclass(frozen=True)
@@ -221,6 +253,8 @@ class Tick:
 Event = (
     MasterStarted
     | JobSubmitted
+    | JobStarted
+    | JobStartFailed
     | JobCancelled
     | JobCommitted
     | JobCommitFailed
@@ -241,6 +275,8 @@ Event = (
 DURABLE = (
     MasterStarted,
     JobSubmitted,
+    JobStarted,
+    JobStartFailed,
     JobCancelled,
     JobCommitted,
     JobCommitFailed,

@@ -28,9 +28,21 @@ class Liveness:
         self.started = started
         self._heard: dict[tuple[str, str], float] = {}
         self._progress: dict[AttemptKey, float] = {}
+        self._paused: dict[tuple[str, str], str] = {}
 
     def heard_from(self, worker_id: str, incarnation: str, now: float) -> None:
         self._heard[(worker_id, incarnation)] = now
+
+    def paused(self, worker_id: str, incarnation: str, reason: str) -> None:
+        """What a worker's last heartbeat said about taking no task ("" if it takes them)."""
+        if reason:
+            self._paused[(worker_id, incarnation)] = reason[:1000]
+        else:
+            self._paused.pop((worker_id, incarnation), None)
+
+    def why_paused(self, state: MasterState, worker_id: str) -> str:
+        """Why a live worker takes no task now, as it said ("" if it takes them)."""
+        return self._paused.get((worker_id, state.workers[worker_id].incarnation), "")
 
     def progressed(self, ref: ev.AttemptRef, now: float) -> None:
         self._progress[(ref.job_id, ref.kind, ref.index, ref.attempt)] = now
@@ -56,6 +68,7 @@ class Liveness:
         if len(self._heard) > 2 * len(state.workers) + 16:  # forget dead incarnations
             live = {(w.worker_id, w.incarnation) for w in state.workers.values()}
             self._heard = {k: v for k, v in self._heard.items() if k in live}
+            self._paused = {k: v for k, v in self._paused.items() if k in live}
         job = state.active_job()
         progress: dict[AttemptKey, float] = {}
         if job is not None and job.state is JobState.RUNNING:

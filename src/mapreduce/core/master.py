@@ -77,10 +77,16 @@ class FailedAttempt:
     record: str
     traceback: str
     at: float
+    #: the worker's machine failed it (a full disk), not the task: not counted
+    infrastructure: bool = False
 
     def line(self) -> str:
         where = f" on record {self.record}" if self.record else ""
-        return f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: {self.reason}"
+        note = " (an infrastructure failure: not counted)" if self.infrastructure else ""
+        return (
+            f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: "
+            f"{self.reason}{note}"
+        )
 
 
 @dataclass(frozen=True)
@@ -100,6 +106,10 @@ class JobRecord:
     reduces: list[Task]
     submitted: float
     state: JobState = JobState.QUEUED
+    #: its turn came and its output is being prepared (a queued job holds nothing until then)
+    preparing: bool = False
+    #: its output is prepared at its turn (False: at submission, in older journals)
+    output_at_turn: bool = False
     #: when the last map finished (re-runs included), when every reduce had, when it ended
     maps_done_at: float | None = None
     reduces_done_at: float | None = None
@@ -202,8 +212,20 @@ class MasterState:
                 # as this master did, whatever settings a later master is started with.
                 self.epoch = max(self.epoch, event.epoch)
                 self.config = event.config
+                job = self.active_job()
+                if job is not None and job.state is JobState.QUEUED:
+                    job.preparing = False  # a preparation in flight died with the last master
+                self._start_next_job(event.now, out)
             case ev.JobSubmitted():
                 self._job_submitted(event, out)
+            case ev.JobStarted():
+                job = self.jobs.get(event.job_id)
+                if job is not None and job.state is JobState.QUEUED and job.preparing:
+                    self._run_job(job, event.now, out)
+            case ev.JobStartFailed():
+                job = self.jobs.get(event.job_id)
+                if job is not None and job.state is JobState.QUEUED and job.preparing:
+                    self._end_job(job, JobState.FAILED, event.reason, event.now, out)
             case ev.JobCancelled():
                 job = self.jobs.get(event.job_id)
                 if job is not None and job.state in (JobState.QUEUED, JobState.RUNNING):
@@ -258,6 +280,7 @@ class MasterState:
             maps=[Task(TaskKind.MAP, i) for i in range(spec.num_maps)],
             reduces=[Task(TaskKind.REDUCE, i) for i in range(spec.num_reducers)],
             submitted=event.now,
+            output_at_turn=event.output_at_turn,
             idle={
                 TaskKind.MAP: list(range(spec.num_maps)),
                 TaskKind.REDUCE: list(range(spec.num_reducers)),
@@ -269,9 +292,17 @@ class MasterState:
         self._start_next_job(event.now, out)
 
     def _start_next_job(self, now: float, out: list[act.Action]) -> None:
+        """The next queued job's turn: its output is prepared first (``JobStarted`` follows)."""
         job = self.active_job()
-        if job is None or job.state is JobState.RUNNING:
+        if job is None or job.state is JobState.RUNNING or job.preparing:
             return
+        if not job.output_at_turn:  # from an older journal: its output was prepared already
+            self._run_job(job, now, out)
+            return
+        job.preparing = True
+        out.append(act.PrepareOutput(job.job_id))
+
+    def _run_job(self, job: JobRecord, now: float, out: list[act.Action]) -> None:
         job.state = JobState.RUNNING
         if not job.maps:
             job.maps_done_at = now
@@ -596,7 +627,15 @@ class MasterState:
         job, task, attempt = found
         attempt.has_log = event.has_log
         self._fail_attempt(
-            job, task, attempt, event.reason, event.record, event.traceback, event.now, out
+            job,
+            task,
+            attempt,
+            event.reason,
+            "" if event.infrastructure else event.record,
+            event.traceback,
+            event.now,
+            out,
+            infrastructure=event.infrastructure,
         )
 
     def _attempt_stalled(self, event: ev.AttemptStalled, out: list[act.Action]) -> None:
@@ -618,17 +657,32 @@ class MasterState:
         traceback: str,
         now: float,
         out: list[act.Action],
+        infrastructure: bool = False,
     ) -> None:
         self._stop_attempt(job, task, attempt, AttemptState.FAILED, now)
         if task.kind is TaskKind.REDUCE and task.commit_granted == attempt.number:
             task.commit_granted = None
-        task.failures += 1
+        if (
+            infrastructure
+            and task.infrastructure_failures < self.config.max_infrastructure_failures
+        ):
+            task.infrastructure_failures += 1  # the worker's machine, not the task: not counted
+        else:
+            infrastructure = False
+            task.failures += 1
         job.failed_attempts += 1
         traceback = traceback[-MAX_TRACEBACK:]
         if len(job.failures) < MAX_FAILURES_KEPT:
             job.failures.append(
                 FailedAttempt(
-                    task.task_id, attempt.number, attempt.worker_id, reason, record, traceback, now
+                    task.task_id,
+                    attempt.number,
+                    attempt.worker_id,
+                    reason,
+                    record,
+                    traceback,
+                    now,
+                    infrastructure,
                 )
             )
         where = f" on record {record}" if record else ""

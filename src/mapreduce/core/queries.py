@@ -201,7 +201,7 @@ def cluster(state: MasterState, liveness: Liveness, now: float) -> ClusterSnapsh
             w.slots,
             done.get(w.worker_id, 0),
             tuple(sorted(current.get(w.worker_id, []))),
-            "",
+            liveness.why_paused(state, w.worker_id),
         )
         for w in sorted(state.workers.values(), key=lambda w: w.worker_id)
     ]
@@ -299,6 +299,39 @@ def task_logs(
             errors[n].line() + "\n" + errors[n].traceback if n in errors else "",
         )
         for n, attempt in sorted(task.attempts.items())
+    )
+
+
+def attempt_problem(state: MasterState, ref: AttemptRef) -> str:
+    """Why ``ref`` cannot name an attempt of a known job ("" if it can, or if the job is
+    unknown: a worker may report on a job a master without a journal has forgotten)."""
+    job = state.jobs.get(ref.job_id)
+    if job is None:
+        return ""
+    tasks = job.tasks(ref.kind)
+    if not 0 <= ref.index < len(tasks):
+        return (
+            f"job {ref.job_id} has {len(tasks)} {ref.kind.value} tasks: "
+            f"no {ref.kind.value} task {ref.index}"
+        )
+    if ref.attempt not in tasks[ref.index].attempts:
+        return f"{tasks[ref.index].task_id} of job {ref.job_id} has no attempt {ref.attempt}"
+    return ""
+
+
+def map_output_problem(state: MasterState, job_id: str, index: int, attempt: int) -> str:
+    """Why a fetch-failure report cannot name attempt ``attempt`` of map ``index`` ("" if
+    it can, or if the job is unknown)."""
+    return attempt_problem(state, AttemptRef(job_id, TaskKind.MAP, index, attempt))
+
+
+def runs_on(state: MasterState, worker_id: str, incarnation: str, ref: AttemptRef) -> bool:
+    """Whether ``ref`` is an attempt running on this worker incarnation."""
+    worker = state.workers.get(worker_id)
+    return (
+        worker is not None
+        and worker.incarnation == incarnation
+        and (ref.job_id, ref.kind, ref.index, ref.attempt) in worker.running
     )
 
 

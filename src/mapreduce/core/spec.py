@@ -19,8 +19,20 @@ MAX_REDUCERS = 100_000
 MAX_SPLITS = 1_000_000
 MAX_ATTEMPTS = 100
 MAX_PARAMS_BYTES = 1 << 20
+#: The largest job a master accepts unless told otherwise (``--max-maps``, ``--max-reducers``).
+DEFAULT_MAX_MAPS = 200_000
+DEFAULT_MAX_REDUCERS = 10_000
+#: The longest name of a job file or a shipped file, and of an input path.
+MAX_NAME = 255
+MAX_PATH = 4096
+
+#: How a job's input may be read (the readers are in :mod:`mapreduce.dataflow.formats`).
+INPUT_FORMATS = frozenset({"lines", "files", "jsonl", "tsv"})
 
 _JOB_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+#: Names a worker uses in its work directory beside the job directories (compared in
+#: lower case, for case-insensitive file systems): no job may be called that.
+RESERVED_JOB_IDS = frozenset({"logs"})
 
 
 class InvalidSpec(ValueError):
@@ -99,24 +111,40 @@ class JobSpec:
             raise InvalidSpec(f"num_reducers must be 1 to {MAX_REDUCERS} (got {self.num_reducers})")
         if len(self.splits) > MAX_SPLITS:
             raise InvalidSpec(f"at most {MAX_SPLITS} splits (got {len(self.splits)})")
-        for split in self.splits:
-            if not 0 <= split.start <= split.end or not split.path:
-                raise InvalidSpec(f"split {split.path!r} [{split.start}, {split.end}) is invalid")
+        if self.input_format not in INPUT_FORMATS:
+            known = ", ".join(sorted(INPUT_FORMATS))
+            raise InvalidSpec(f"input_format {self.input_format[:50]!r} is not one of {known}")
         if not 1 <= self.max_attempts <= MAX_ATTEMPTS:
             raise InvalidSpec(f"max_attempts must be 1 to {MAX_ATTEMPTS} (got {self.max_attempts})")
         if self.skip_bad_records < 0:
             raise InvalidSpec("skip_bad_records must be 0 or more")
         if self.memory_bytes < 1:
             raise InvalidSpec("memory_bytes must be positive")
-        if not posixpath.isabs(self.output) or posixpath.normpath(self.output) != self.output:
-            raise InvalidSpec(f"the output {self.output!r} must be an absolute, normalised path")
+        if (
+            not posixpath.isabs(self.output)
+            or posixpath.normpath(self.output) != self.output
+            or len(self.output) > MAX_PATH
+            or "\0" in self.output
+        ):
+            raise InvalidSpec(
+                f"the output {self.output[:200]!r} must be an absolute, normalised path"
+            )
         if self.output == "/":
             raise InvalidSpec("the output cannot be /")
-        safe_name(self.job_file_name)
-        if "/" in self.job_file_name:
-            raise InvalidSpec("job_file_name must be a base name")
+        for split in self.splits:
+            check_split(split)
+            if split.path == self.output or split.path.startswith(self.output + "/"):
+                raise InvalidSpec(
+                    f"the output {self.output} holds the input {split.path}: "
+                    "writing it would destroy the input"
+                )
+        check_job_file_name(self.job_file_name)
+        names = {self.job_file_name}
         for name, _content in self.py_files:
             safe_name(name)
+            if name in names:
+                raise InvalidSpec(f"shipped file {name!r} is named twice (or as the job file)")
+            names.add(name)
         if sum(len(k) + len(v) for k, v in self.params.items()) > MAX_PARAMS_BYTES:
             raise InvalidSpec(f"params are larger than {MAX_PARAMS_BYTES} bytes")
         if self.boundaries is not None and len(self.boundaries) > self.num_reducers - 1:
@@ -125,15 +153,55 @@ class JobSpec:
 
 
 def check_job_id(job_id: str) -> str:
-    """Job ids name directories on the master and the workers: letters, digits, ``_.-``."""
+    """Job ids name directories on the master and the workers: letters, digits, ``_.-``
+    (not ``..``, and none of :data:`RESERVED_JOB_IDS`)."""
     if not _JOB_ID.match(job_id) or ".." in job_id:
-        raise InvalidSpec(f"invalid job id {job_id!r}")
+        raise InvalidSpec(f"invalid job id {job_id[:100]!r}: letters, digits and _.- only")
+    if job_id.lower() in RESERVED_JOB_IDS:
+        raise InvalidSpec(f"invalid job id {job_id!r}: the name is reserved")
     return job_id
+
+
+def check_split(split: InputSplit) -> InputSplit:
+    """A split names an absolute, normalised path and a byte range with ``start <= end``."""
+    path = split.path
+    if (
+        not posixpath.isabs(path)
+        or posixpath.normpath(path) != path
+        or len(path) > MAX_PATH
+        or "\0" in path
+    ):
+        raise InvalidSpec(f"split path {path[:200]!r} must be an absolute, normalised path")
+    if not 0 <= split.start <= split.end:
+        raise InvalidSpec(f"split {path!r} [{split.start}, {split.end}) is invalid")
+    return split
+
+
+def check_job_file_name(name: str) -> str:
+    """The job file's name: a base name ending in ``.py`` (it is imported under that name)."""
+    if (
+        not name.endswith(".py")
+        or len(name) <= len(".py")
+        or "/" in name
+        or "\0" in name
+        or name.startswith(".")
+        or len(name) > MAX_NAME
+    ):
+        raise InvalidSpec(f"job_file_name {name[:100]!r} must be a file's base name ending in .py")
+    return name
 
 
 def safe_name(name: str) -> str:
     """A shipped file's name: a relative path without ``..``."""
     parts = name.split("/")
-    if not name or name.startswith("/") or ".." in parts or "" in parts or "\0" in name:
-        raise InvalidSpec(f"shipped file name {name!r} must be a relative path without '..'")
+    if (
+        not name
+        or name.startswith("/")
+        or ".." in parts
+        or "." in parts
+        or "" in parts
+        or "\0" in name
+        or len(name) > MAX_PATH
+    ):
+        raise InvalidSpec(f"shipped file name {name[:100]!r} must be a relative path without '..'")
     return name

@@ -30,6 +30,11 @@ class AttemptState(enum.Enum):
     KILLED = "killed"  # the framework stopped it (worker lost, lost a race): does not count
 
 
+#: The most distinct user counters one task may report, and the longest counter name.
+MAX_COUNTERS = 1000
+MAX_COUNTER_NAME = 256
+
+
 @dataclass(frozen=True)
 class TaskStats:
     """What a successful attempt reports about its work."""
@@ -74,6 +79,8 @@ class Task:
         state: idle, in-progress or completed.
         attempts: every attempt so far, by number.
         failures: attempts that FAILED (KILLED ones do not count).
+        infrastructure_failures: FAILED attempts that their worker's machine caused
+            (a full disk), not counted in ``failures`` (up to a bound).
         completed_attempt: the attempt whose output counts (the map output
             reducers fetch, or the committed reduce output).
         commit_granted: the reduce attempt allowed to commit, if any.
@@ -89,6 +96,7 @@ class Task:
     state: TaskState = TaskState.IDLE
     attempts: dict[int, Attempt] = field(default_factory=dict)
     failures: int = 0
+    infrastructure_failures: int = 0
     completed_attempt: int | None = None
     commit_granted: int | None = None
     record_failures: dict[str, int] = field(default_factory=dict)

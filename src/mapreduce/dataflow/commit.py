@@ -18,6 +18,10 @@ While a job runs, the process that commits it holds an exclusive ``flock`` on
 of it when the process dies).  A staging directory whose lock nobody holds is
 a leftover; one whose lock is held belongs to a job that is running in another
 process, and a new job for the same output is refused instead of destroying it.
+A job that only waits in a master's queue holds no lock (and no file
+descriptor): :meth:`OutputCommitter.check_free` checks its output when it is
+submitted, :meth:`OutputCommitter.prepare` takes the lock when its turn comes.
+A job that fails, a commit that fails included, removes its staging directory.
 """
 
 from __future__ import annotations
@@ -86,6 +90,23 @@ class OutputCommitter:
                     "choose another --output or pass --overwrite to replace it"
                 )
 
+    def check_free(self) -> None:
+        """What :meth:`prepare` will check, without taking or creating anything: the output
+        may be written (see :meth:`check`) and no other process's job is writing it.
+
+        Raises:
+            OutputExistsError, UsageError: see :meth:`check`.
+            OutputBusyError: a job of another process is writing the same output.
+        """
+        self.check()
+        pattern = os.path.join(glob.escape(self.parent), f".{self.name}.staging-*{_LOCK_SUFFIX}")
+        for lock in sorted(glob.glob(pattern)):
+            if lock != self.staging + _LOCK_SUFFIX and _held(lock):
+                raise OutputBusyError(
+                    f"--output {self.output} is being written by another running job "
+                    f"(its staging directory {lock.removesuffix(_LOCK_SUFFIX)} is in use)"
+                )
+
     def prepare(self) -> None:
         """Check the output, remove leftover staging directories, create an empty one.
 
@@ -95,8 +116,15 @@ class OutputCommitter:
         self.check()
         os.makedirs(self.parent, exist_ok=True)
         self._lock_fd = _try_lock(self.staging + _LOCK_SUFFIX)
-        assert self._lock_fd is not None  # a new job id: nobody else has this lock
+        if self._lock_fd is None:
+            raise OutputBusyError(
+                f"--output {self.output}: the staging directory {self.staging} is in use "
+                "by another process"
+            )
         try:
+            # Anything already there is a leftover of this very job (a master that died
+            # while preparing it): no task has run yet.
+            shutil.rmtree(self.staging, ignore_errors=True)
             # Every other job's lock file is made before it looks here, so of two jobs
             # that start at once, at least one sees the other.
             pattern = os.path.join(glob.escape(self.parent), f".{self.name}.staging-*")
@@ -201,7 +229,7 @@ class OutputCommitter:
             if not self.overwrite:
                 raise OutputExistsError(
                     f"output directory {self.output} appeared while the job ran; "
-                    f"the finished output is kept in {self.staging}"
+                    "it is left as it was"
                 )
             os.replace(self.output, self.trash)
             replaced = True
@@ -238,6 +266,21 @@ def _try_lock(path: str) -> int | None:
         os.close(fd)
         raise
     return fd
+
+
+def _held(path: str) -> bool:
+    """Whether another open file description holds the lock on ``path`` (it is not created)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
 
 
 def _unlock(path: str, fd: int) -> None:

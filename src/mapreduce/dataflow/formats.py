@@ -27,14 +27,14 @@ import operator
 from collections.abc import Iterator, Sequence, Sized
 from typing import IO, Any, cast
 
-from mapreduce.dataflow.splits import InputSplit
+from mapreduce.core.spec import INPUT_FORMATS, InputSplit
 from mapreduce.errors import BadRecordError
 
 Record = tuple[int, Any, Any]
 #: Records ``(offsets, keys, values)``, three lists of equal length.
 Batch = tuple[list[int], list[Any], list[Any]]
 
-INPUT_FORMATS = frozenset({"lines", "files", "jsonl", "tsv"})
+__all__ = ["INPUT_FORMATS", "read_batches", "read_split"]
 
 _READ_BUFFER = 1 << 20
 _BLOCK_BYTES = 4 << 20

@@ -16,6 +16,7 @@ writes its output to the path it is given, and the caller commits.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import gc
 import inspect
@@ -29,10 +30,11 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 from mapreduce import context
 from mapreduce.core.spec import InputSplit, JobSpec
+from mapreduce.core.tasks import MAX_COUNTER_NAME, MAX_COUNTERS
 from mapreduce.dataflow.formats import read_batches
 from mapreduce.dataflow.keys import STR_TAG, decode_key
 from mapreduce.dataflow.partition import make_partitioner
@@ -131,6 +133,92 @@ class TaskError(Exception):
         super().__init__(reason)
         self.reason = reason
         self.traceback = tb
+
+
+class InfrastructureError(TaskError):
+    """The machine failed the attempt, not its data: a full disk, an I/O error, too many
+    open files.  Never blamed on a record (so never a reason to skip one).
+
+    Attributes:
+        errno: the ``errno`` of the :class:`OSError` behind it.
+    """
+
+    def __init__(self, reason: str, tb: str, number: int) -> None:
+        super().__init__(reason, tb)
+        self.errno = number
+
+
+#: ``errno`` values that mean the machine failed, not the record or the code.
+INFRASTRUCTURE_ERRNOS = frozenset(
+    {errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS, errno.EMFILE, errno.ENFILE}
+)
+#: Of those, the ones that say a disk is full or failing.
+DISK_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EROFS})
+
+
+def infrastructure_errno(exc: BaseException | None) -> int | None:
+    """The errno if ``exc``, or an exception it was raised from or while handling, is an
+    :class:`OSError` of :data:`INFRASTRUCTURE_ERRNOS`; else None."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, OSError) and exc.errno in INFRASTRUCTURE_ERRNOS:
+            return exc.errno
+        if isinstance(exc, InfrastructureError):
+            return exc.errno
+        exc = exc.__cause__ or exc.__context__
+    return None
+
+
+def _infrastructure(exc: BaseException) -> InfrastructureError | None:
+    number = infrastructure_errno(exc)
+    if number is None:
+        return None
+    if isinstance(exc, InfrastructureError):
+        return exc
+    root: BaseException | None = exc
+    while root is not None and not isinstance(root, OSError):
+        root = root.__cause__ or root.__context__
+    # No traceback: the machine failed, not the code; the reason says how.
+    return InfrastructureError(_describe(root or exc), "", number)
+
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+def _infrastructure_classified(run: Callable[P, R]) -> Callable[P, R]:
+    """A task runner whose failures caused by the machine (a full disk, an I/O error, too
+    many open files: anywhere, in user code too) are :class:`InfrastructureError`,
+    never a :class:`RecordFailure`; other :class:`OSError` are a :class:`TaskError`."""
+
+    @functools.wraps(run)
+    def classified(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return run(*args, **kwargs)
+        except (TaskError, RecordFailure, OSError) as exc:
+            infrastructure = _infrastructure(exc)
+            if infrastructure is not None and infrastructure is not exc:
+                raise infrastructure from exc
+            if isinstance(exc, OSError):
+                raise TaskError(_describe(exc), _user_traceback(exc)) from exc
+            raise
+
+    return classified
+
+
+def _checked_counters(counters: Counter[str]) -> dict[str, int]:
+    """The attempt's counters, within what a master accepts in a report."""
+    if len(counters) > MAX_COUNTERS:
+        raise TaskError(
+            f"the task made {len(counters)} distinct counters; at most {MAX_COUNTERS}", ""
+        )
+    for name in counters:
+        if len(name) > MAX_COUNTER_NAME:
+            raise TaskError(
+                f"counter name {name[:60]!r}... is longer than {MAX_COUNTER_NAME} characters", ""
+            )
+    return dict(counters)
 
 
 def map_task_id(index: int) -> str:
@@ -372,6 +460,7 @@ def _failing_record(
     )
 
 
+@_infrastructure_classified
 def run_map_task(
     spec: JobSpec,
     job_file: str,
@@ -393,7 +482,8 @@ def run_map_task(
 
     Raises:
         RecordFailure: ``map`` raised on a record, or a record could not be decoded.
-        TaskError: the attempt failed outside a record.
+        TaskError: the attempt failed outside a record; an :class:`InfrastructureError`
+            when the machine failed it (a full disk, an I/O error, too many open files).
     """
     started = time.monotonic()
     job = load_job(job_file)
@@ -453,7 +543,7 @@ def run_map_task(
         input_bytes=split.end - split.start,
         output_records=out_records,
         output_bytes=sum(sizes),
-        counters=dict(counters),
+        counters=_checked_counters(counters),
         spills=len(buffers.spill_files),
         seconds=time.monotonic() - started,
     )
@@ -475,6 +565,7 @@ class _Counted:
             yield key_bytes, values
 
 
+@_infrastructure_classified
 def run_reduce_task(
     spec: JobSpec,
     job_file: str,
@@ -495,7 +586,8 @@ def run_reduce_task(
 
     Raises:
         RecordFailure: ``reduce`` raised on a key group.
-        TaskError: the attempt failed outside a key group (a corrupt run).
+        TaskError: the attempt failed outside a key group (a corrupt run); an
+            :class:`InfrastructureError` when the machine failed it (a full disk...).
     """
     started = time.monotonic()
     job = load_job(job_file)
@@ -571,7 +663,7 @@ def run_reduce_task(
         input_bytes=input_bytes,
         output_records=lines,
         output_bytes=output_bytes,
-        counters=dict(counters),
+        counters=_checked_counters(counters),
         spills=0,
         seconds=time.monotonic() - started,
     )

@@ -3,7 +3,8 @@
 Inputs are files, directories (walked recursively, in name order) and glob
 patterns.  Names starting with ``_`` or ``.`` are skipped inside directories,
 as Hadoop does, so that one job's output directory (with ``_SUCCESS`` and
-``_summary.json``) can be the next job's input.
+``_summary.json``) can be the next job's input.  A file or directory that
+cannot be read is an error naming it: a job never runs on part of its input.
 
 Line-oriented files are cut into byte ranges of ``split_size`` bytes.  A line
 belongs to the split in which its first byte lies, so every line is read
@@ -31,7 +32,8 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     """The input files named by ``inputs``, in a stable order, each once.
 
     Raises:
-        InputError: an input does not exist or matches no file, or no file at all is found.
+        InputError: an input does not exist or matches no file, a file or directory under
+            it cannot be read, or no file at all is found.
     """
     if not inputs:
         raise InputError("no input given (--input)")
@@ -56,14 +58,38 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         if real not in seen:
             seen.add(real)
             unique.append(path)
+            _check_readable(path)
     if not unique:
         raise InputError(f"inputs {', '.join(inputs)} hold no file")
     return unique
 
 
+def input_roots(inputs: Sequence[str]) -> list[str]:
+    """The files and directories that ``inputs`` name (glob patterns expanded)."""
+    roots: list[str] = []
+    for spec in inputs:
+        if os.path.exists(spec) or not glob.has_magic(spec):
+            roots.append(spec)
+        else:
+            roots.extend(sorted(glob.glob(spec)))
+    return roots
+
+
+def _check_readable(path: str) -> None:
+    try:  # (non-blocking: a FIFO without a writer must not hang the planning)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise InputError(f"cannot read input file {path}: {exc.strerror}") from exc
+    os.close(fd)
+
+
+def _unreadable(exc: OSError) -> None:
+    raise InputError(f"cannot read input directory {exc.filename}: {exc.strerror}") from exc
+
+
 def _walk(directory: str) -> Iterable[str]:
     found: list[str] = []
-    for root, dirs, names in os.walk(directory):
+    for root, dirs, names in os.walk(directory, onerror=_unreadable):
         dirs[:] = sorted(d for d in dirs if not _hidden(d))
         found.extend(os.path.join(root, n) for n in sorted(names) if not _hidden(n))
     return sorted(found)

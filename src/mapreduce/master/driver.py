@@ -9,8 +9,9 @@ journal does not hold.  Heartbeats and ticks only touch
 :class:`~mapreduce.core.liveness.Liveness`; the durable events it derives go
 through :meth:`handle` like the rest.
 
-The I/O the core asks for (committing or aborting a job's output) is done by
-an output thread, which reports back with ``JobCommitted`` / ``JobCommitFailed``.
+The I/O the core asks for (preparing, committing or aborting a job's output) is
+done by an output thread, which reports back with ``JobStarted`` /
+``JobStartFailed`` and ``JobCommitted`` / ``JobCommitFailed``.
 """
 
 from __future__ import annotations
@@ -141,7 +142,8 @@ class MasterDriver:
                 if job.state in ACTIVE:
                     self.committers[job_id] = committer
                     try:
-                        committer.resume()
+                        if job.state is not JobState.QUEUED or not job.output_at_turn:
+                            committer.resume()  # (queued jobs hold nothing, unless older)
                     except (OSError, MapReduceError) as exc:
                         # A deposed leader that is still alive (paused, cut off) may hold the
                         # lock of this same job's staging: its orders are fenced by the epoch.
@@ -243,6 +245,8 @@ class MasterDriver:
         if isinstance(event, _FROM_WORKERS):
             if self.state.is_current(event.worker_id, event.incarnation):
                 self.liveness.heard_from(event.worker_id, event.incarnation, now)
+                if isinstance(event, ev.HeartbeatReceived):
+                    self.liveness.paused(event.worker_id, event.incarnation, event.paused)
             if isinstance(event, ev.HeartbeatReceived):
                 for ref in event.progressed:
                     self.liveness.progressed(ref, now)
@@ -255,6 +259,8 @@ class MasterDriver:
         """Carry out the actions that need I/O, now that they are durable."""
         for action in actions:
             match action:
+                case act.PrepareOutput():
+                    self._outputs.put(("prepare", action.job_id))
                 case act.CommitJob():
                     self._outputs.put(("commit", action.job_id))
                 case act.AbortJob() | act.RefuseJob():
@@ -291,9 +297,9 @@ class MasterDriver:
             if refused:  # the core would refuse it: do not touch the output first
                 return [act.RefuseJob(spec.job_id, refused)]
             committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
-            committer.prepare()
+            committer.check_free()  # its lock is taken when its turn comes (PrepareOutput)
             self.committers[spec.job_id] = committer
-            actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec))
+            actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec, output_at_turn=True))
         self.journal.sync(seq)
         self._after(actions)
         return actions
@@ -355,6 +361,9 @@ class MasterDriver:
         """Commit the output of succeeded jobs and remove that of failed ones, in order."""
         while True:
             what, job_id = self._outputs.get()
+            if what == "prepare":
+                self._prepare(job_id)
+                continue
             with self.lock:
                 committer = self.committers.pop(job_id, None)
                 job = self.state.jobs.get(job_id)
@@ -371,8 +380,26 @@ class MasterDriver:
                 committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:
                 log.error("committing the output of %s failed: %s", job_id, exc)
+                # Its staging directory goes too (the AbortJob that follows finds no committer).
+                committer.abort()
                 self.handle(
                     ev.JobCommitFailed(self.now(), job_id, f"committing the output failed: {exc}")
                 )
             else:
                 self.handle(ev.JobCommitted(self.now(), job_id))
+
+    def _prepare(self, job_id: str) -> None:
+        """The job's turn: take its output's lock and make its staging directory."""
+        with self.lock:
+            committer = self.committers.get(job_id)
+        if committer is None:
+            return
+        try:
+            committer.prepare()
+        except (OSError, MapReduceError) as exc:
+            log.error("preparing the output of %s failed: %s", job_id, exc)
+            self.handle(
+                ev.JobStartFailed(self.now(), job_id, f"preparing the output failed: {exc}")
+            )
+        else:
+            self.handle(ev.JobStarted(self.now(), job_id))

@@ -2,7 +2,11 @@
 
 No scheduling decision is made here.  Invalid requests get INVALID_ARGUMENT,
 unknown jobs NOT_FOUND, and a refused submission FAILED_PRECONDITION; no
-request can crash the server.
+request can crash the server.  Every request is checked here, at the edge,
+before it becomes an event: specs (:meth:`JobSpec.validate` and this master's
+``max_maps``/``max_reducers``), task indexes and attempt numbers of known jobs,
+and the size of everything a request asks the master to keep (names, reasons,
+tracebacks, logs, counters).
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from mapreduce.core.tasks import TaskKind
 from mapreduce.errors import MapReduceError
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.journal import NotLeader
+from mapreduce.master.logs import MAX_LOG_CHARS
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -61,6 +66,8 @@ def _guarded(method: F) -> F:
 #: Caps on what a report may carry (the rest is cut), so no request can grow the master much.
 MAX_REASON = 4096
 MAX_TRACEBACK = 16 << 10
+#: The longest worker id, incarnation and shuffle address a worker may register with.
+MAX_WORKER_NAME = 256
 
 
 class MasterService(pb_grpc.MasterServicer):
@@ -86,6 +93,13 @@ class MasterService(pb_grpc.MasterServicer):
         w = request.worker
         if not w.worker_id or not w.incarnation or not request.shuffle_address:
             raise convert.BadMessage("worker id, incarnation and shuffle address are required")
+        if max(len(w.worker_id), len(w.incarnation), len(request.shuffle_address)) > (
+            MAX_WORKER_NAME
+        ):
+            raise convert.BadMessage(
+                f"worker id, incarnation and shuffle address are at most {MAX_WORKER_NAME} "
+                "characters"
+            )
         held = tuple(convert.map_output_from_pb(h) for h in request.held)
         self.driver.handle(
             ev.WorkerRegistered(
@@ -113,7 +127,10 @@ class MasterService(pb_grpc.MasterServicer):
         progressed = tuple(convert.attempt_from_pb(a) for a in request.progressed)
         running = [convert.attempt_from_pb(a) for a in request.running]
         out, kills, finished = self.driver.heartbeat(
-            ev.HeartbeatReceived(self._now(), w.worker_id, w.incarnation, progressed), running
+            ev.HeartbeatReceived(
+                self._now(), w.worker_id, w.incarnation, progressed, request.paused[:MAX_REASON]
+            ),
+            running,
         )
         return pb.HeartbeatReply(
             kill=[convert.attempt_to_pb(k) for k in kills],
@@ -165,17 +182,36 @@ class MasterService(pb_grpc.MasterServicer):
             self._specs[spec.job_id] = message
         return message
 
+    def _attempt(self, message: pb.AttemptId) -> ev.AttemptRef:
+        """The attempt a request names; INVALID_ARGUMENT if its job has no such task or
+        attempt (an unknown job is let through: the core ignores stale reports)."""
+        ref = convert.attempt_from_pb(message)
+        with self.driver.lock:
+            problem = queries.attempt_problem(self.driver.state, ref)
+        if problem:
+            raise convert.BadMessage(problem)
+        return ref
+
+    def _log(self, worker: pb.WorkerIdentity, ref: ev.AttemptRef, text: str) -> str:
+        """The end of a report's log, kept only for an attempt that runs on that worker
+        (so no request can make the master store logs of attempts that never ran)."""
+        if not text:
+            return ""
+        with self.driver.lock:
+            runs = queries.runs_on(self.driver.state, worker.worker_id, worker.incarnation, ref)
+        return text[-MAX_LOG_CHARS:] if runs else ""
+
     def _succeeded(
         self,
         request: pb.ReportMapDoneRequest | pb.ReportReduceDoneRequest,
         event_type: type[ev.MapTaskSucceeded] | type[ev.ReduceTaskSucceeded],
     ) -> pb.Ack:
-        ref = convert.attempt_from_pb(request.attempt)
+        ref = self._attempt(request.attempt)
         w = request.worker
         event = event_type(
             self._now(), w.worker_id, w.incarnation, ref, convert.stats_from_pb(request.stats)
         )
-        self.driver.report(event, request.log)
+        self.driver.report(event, self._log(w, ref, request.log))
         return pb.Ack()
 
     @_guarded
@@ -188,7 +224,7 @@ class MasterService(pb_grpc.MasterServicer):
     def RequestCommit(
         self, request: pb.RequestCommitRequest, context: grpc.ServicerContext
     ) -> pb.RequestCommitReply:
-        ref = convert.attempt_from_pb(request.attempt)
+        ref = self._attempt(request.attempt)
         w = request.worker
         out = self.driver.handle(
             ev.ReduceCommitRequested(self._now(), w.worker_id, w.incarnation, ref)
@@ -206,7 +242,7 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportTaskFailed(
         self, request: pb.ReportTaskFailedRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        ref = convert.attempt_from_pb(request.attempt)
+        ref = self._attempt(request.attempt)
         w = request.worker
         self.driver.report(
             ev.TaskFailed(
@@ -217,8 +253,9 @@ class MasterService(pb_grpc.MasterServicer):
                 request.reason[:MAX_REASON],
                 request.record[:MAX_REASON],
                 request.traceback[-MAX_TRACEBACK:],
+                infrastructure=request.infrastructure,
             ),
-            request.log,
+            self._log(w, ref, request.log),
         )
         return pb.Ack()
 
@@ -226,7 +263,13 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportFetchFailed(
         self, request: pb.ReportFetchFailedRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        ref = convert.attempt_from_pb(request.reduce_attempt)
+        ref = self._attempt(request.reduce_attempt)
+        with self.driver.lock:
+            problem = queries.map_output_problem(
+                self.driver.state, ref.job_id, request.map_index, request.map_attempt
+            )
+        if problem:
+            raise convert.BadMessage(problem)
         w = request.worker
         self.driver.handle(
             ev.FetchFailed(
@@ -244,7 +287,7 @@ class MasterService(pb_grpc.MasterServicer):
     def GetMapOutputs(
         self, request: pb.GetMapOutputsRequest, context: grpc.ServicerContext
     ) -> pb.GetMapOutputsReply:
-        ref = convert.attempt_from_pb(request.reduce_attempt)
+        ref = self._attempt(request.reduce_attempt)
         with self.driver.lock:
             state = self.driver.state
             entries = queries.map_outputs_since(state, ref.job_id, request.since)
@@ -270,6 +313,18 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.SubmitJobRequest, context: grpc.ServicerContext
     ) -> pb.SubmitJobReply:
         spec = convert.job_from_pb(request.spec)
+        config = self.driver.config
+        if spec.num_maps > config.max_maps:
+            raise convert.BadMessage(
+                f"the job has {spec.num_maps} map tasks (input splits); this master accepts "
+                f"at most {config.max_maps} (mapreduce master --max-maps; a larger "
+                "--split-size makes fewer)"
+            )
+        if spec.num_reducers > config.max_reducers:
+            raise convert.BadMessage(
+                f"the job has {spec.num_reducers} reduce tasks; this master accepts at most "
+                f"{config.max_reducers} (mapreduce master --max-reducers)"
+            )
         try:
             out = self.driver.submit(spec)
         except (MapReduceError, OSError) as exc:
@@ -335,6 +390,7 @@ class MasterService(pb_grpc.MasterServicer):
                     slots=w.slots,
                     running=len(w.running),
                     last_heartbeat_age=w.last_heartbeat_seconds,
+                    paused=w.reason,
                 )
                 for w in snapshot.workers
                 if w.state == "alive"
@@ -352,7 +408,19 @@ class MasterService(pb_grpc.MasterServicer):
     def GetTaskLogs(
         self, request: pb.GetTaskLogsRequest, context: grpc.ServicerContext
     ) -> pb.TaskLogs:
+        try:
+            kind, index = queries.parse_task_id(request.task)
+        except KeyError:
+            raise convert.BadMessage(
+                f"{request.task[:100]!r} is not a task id such as map-00003 or reduce-00001"
+            ) from None
         with self.driver.lock:
+            job = self.driver.state.jobs.get(request.job_id)
+            if job is not None and index >= len(job.tasks(kind)):
+                raise convert.BadMessage(
+                    f"job {request.job_id} has {len(job.tasks(kind))} {kind.value} tasks: "
+                    f"no {request.task}"
+                )
             attempts = queries.task_logs(
                 self.driver.state, request.job_id, request.task, self.driver.logs.get
             )

@@ -6,6 +6,7 @@ set explicitly (gRPC's default receive limit is 4 MiB).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from concurrent import futures
 
@@ -14,7 +15,7 @@ import grpc
 from mapreduce.core import spec as spec_rules
 from mapreduce.core.events import AttemptRef, MapOutputRef
 from mapreduce.core.spec import InputSplit, JobSpec
-from mapreduce.core.tasks import TaskKind, TaskStats
+from mapreduce.core.tasks import MAX_COUNTER_NAME, MAX_COUNTERS, TaskKind, TaskStats
 from mapreduce.dataflow.runner import TaskResult
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.security import Security
@@ -138,13 +139,19 @@ def stats_to_pb(result: TaskResult) -> pb.TaskStats:
 
 
 def stats_from_pb(msg: pb.TaskStats) -> TaskStats:
+    """A report's stats.  Raises BadMessage: too many counters, or too long a name."""
+    if len(msg.counters) > MAX_COUNTERS:
+        raise BadMessage(f"at most {MAX_COUNTERS} counters a task (got {len(msg.counters)})")
+    if any(len(name) > MAX_COUNTER_NAME for name in msg.counters):
+        raise BadMessage(f"counter names are at most {MAX_COUNTER_NAME} characters")
+    seconds = msg.seconds if math.isfinite(msg.seconds) and msg.seconds >= 0 else 0.0
     return TaskStats(
         input_records=msg.input_records,
         input_bytes=msg.input_bytes,
         output_records=msg.output_records,
         output_bytes=msg.output_bytes,
         spills=msg.spills,
-        seconds=msg.seconds,
+        seconds=seconds,
         counters=dict(msg.counters),
     )
 

@@ -43,6 +43,10 @@ class Security:
         """What a server adds so that it refuses calls without the secret."""
         return [_CheckSecret(self.secret)] if self.secret else []
 
+    def aio_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
+        """The same for a ``grpc.aio`` server."""
+        return [_CheckSecretAio(self.secret)] if self.secret else []
+
 
 class _SendSecret(
     grpc.UnaryUnaryClientInterceptor,
@@ -79,6 +83,27 @@ class _CallDetails(grpc.ClientCallDetails):
     compression: Any
 
 
+_REFUSED = "the cluster secret is missing or wrong"
+
+
+def _offered(details: Any) -> bytes:
+    for key, value in details.invocation_metadata or ():
+        if key == SECRET_HEADER:
+            return value.encode("ascii", "replace") if isinstance(value, str) else bytes(value)
+    return b""
+
+
+def _refusing(handler: Any, refuse: Callable[..., Any]) -> Any:
+    """A handler of the same kind as ``handler`` that runs ``refuse``."""
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(refuse)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(refuse)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(refuse)
+    return grpc.unary_unary_rpc_method_handler(refuse)
+
+
 class _CheckSecret(grpc.ServerInterceptor):
     """Answers UNAUTHENTICATED, before the servicer sees anything, to a call without the secret."""
 
@@ -86,21 +111,30 @@ class _CheckSecret(grpc.ServerInterceptor):
         self._secret = secret
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        offered = b""
-        for key, value in details.invocation_metadata or ():
-            if key == SECRET_HEADER:
-                offered = value.encode("ascii", "replace") if isinstance(value, str) else value
-        if hmac.compare_digest(offered, self._secret):
+        if hmac.compare_digest(_offered(details), self._secret):
             return continuation(details)
         handler = continuation(details)
         if handler is None:
             return None
 
         def refuse(request: Any, context: grpc.ServicerContext) -> Any:
-            context.abort(grpc.StatusCode.UNAUTHENTICATED, "the cluster secret is missing or wrong")
+            context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSED)
 
-        if handler.request_streaming or handler.response_streaming:
-            if handler.request_streaming:
-                return grpc.stream_stream_rpc_method_handler(refuse)
-            return grpc.unary_stream_rpc_method_handler(refuse)
-        return grpc.unary_unary_rpc_method_handler(refuse)
+        return _refusing(handler, refuse)
+
+
+class _CheckSecretAio(grpc.aio.ServerInterceptor):
+    """:class:`_CheckSecret` for a ``grpc.aio`` server."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
+        handler = await continuation(details)
+        if handler is None or hmac.compare_digest(_offered(details), self._secret):
+            return handler
+
+        async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            await context.abort(grpc.StatusCode.UNAUTHENTICATED, _REFUSED)
+
+        return _refusing(handler, refuse)

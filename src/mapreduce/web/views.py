@@ -81,6 +81,7 @@ def job_view(driver: MasterDriver, job_id: str) -> dict[str, Any]:
                     "reason": f.reason,
                     "record": f.record,
                     "traceback": f.traceback,
+                    "infrastructure": f.infrastructure,
                 }
                 for f in detail.failures
             ],

@@ -9,6 +9,8 @@ the master for permission to commit and renames its output into place.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import logging
 import os
 import shutil
@@ -27,12 +29,14 @@ from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
 from mapreduce.core.tasks import TaskKind
 from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.dataflow.runner import DISK_ERRNOS, infrastructure_errno
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.master_client import MasterClient
 from mapreduce.rpc.security import Security
 from mapreduce.worker.executor import ChildAttempt, read_log_tail, start_fork_server
 from mapreduce.worker.shuffle import (
+    IDLE_TIMEOUT,
     FetchError,
     MapOutputRegistry,
     fetch_partition,
@@ -43,6 +47,12 @@ log = logging.getLogger("mapreduce.worker")
 
 FETCH_PARALLELISM = 4
 RPC_TIMEOUT = 30.0
+#: A work directory with less free space than this when an attempt fails with a full or
+#: failing disk is full: the worker takes no task until it has this much again.
+MIN_FREE_BYTES = 64 << 20
+#: How long a worker whose disk was full waits at least before it takes a task again
+#: (doubling while its attempts keep failing that way, up to the second value).
+PAUSE_SECONDS = (5.0, 300.0)
 
 
 @dataclass
@@ -61,6 +71,7 @@ class WorkerConfig:
         advertise: the host other machines reach this worker's shuffle service at;
             defaults to the ``listen`` host, or this machine's host name when that is a
             wildcard (0.0.0.0, ::).
+        shuffle_idle_timeout: a fetch whose client reads nothing this long is ended.
     """
 
     master: str
@@ -71,6 +82,7 @@ class WorkerConfig:
     name: str = ""
     advertise: str = ""
     secret: bytes = b""
+    shuffle_idle_timeout: float = IDLE_TIMEOUT
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -90,6 +102,8 @@ class _Running:
     child: ChildAttempt | None = None
     last_progress: int = -1
     fetching: bool = False
+    #: the worker's machine failed the attempt (its disk is full), not the task
+    machine_fault: bool = False
 
     def kill(self) -> None:
         """Mark the attempt killed and stop its task process, if it has one yet."""
@@ -140,6 +154,11 @@ class Worker:
         #: held while a job's code is written, and while job directories are removed: a
         #: job is never marked installed with its code deleted under it
         self._install_lock = threading.Lock()
+        #: why this worker takes no task now ("" when it does), until when at least, and
+        #: how long the next pause lasts
+        self.paused = ""
+        self._paused_until = 0.0
+        self._pause_seconds = PAUSE_SECONDS[0]
 
     # -- plumbing -------------------------------------------------------------
 
@@ -179,7 +198,10 @@ class Worker:
         os.makedirs(self.workdir, exist_ok=True)
         self._remove_old_outputs()
         self.shuffle_server, port = serve_shuffle(
-            self.config.listen, self.registry, security=self.security
+            self.config.listen,
+            self.registry,
+            self.config.shuffle_idle_timeout,
+            security=self.security,
         )
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
@@ -300,7 +322,12 @@ class Worker:
         incarnation = self.incarnation
         reply = self._master_call(
             "Heartbeat",
-            pb.HeartbeatRequest(worker=self.identity(), progressed=progressed, running=running_now),
+            pb.HeartbeatRequest(
+                worker=self.identity(),
+                progressed=progressed,
+                running=running_now,
+                paused=self.paused,
+            ),
         )
         assert isinstance(reply, pb.HeartbeatReply)
         if reply.reregister:
@@ -341,6 +368,9 @@ class Worker:
 
     def _ask_for_tasks(self) -> None:
         while not self.stopping.is_set():
+            if self._still_paused():
+                self.stopping.wait(1)
+                continue
             with self.lock:
                 # a map slot and a reduce slot per --slots; the master assigns per kind
                 free = 2 * self.config.slots - len(self.running)
@@ -420,6 +450,13 @@ class Worker:
             target(running, assignment)  # type: ignore[operator]
         except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
             log.exception("attempt %s crashed", running.ref)
+            number = infrastructure_errno(exc)
+            if number is not None and not running.machine_fault:
+                # this process's own I/O: a full work directory, or out of file descriptors
+                running.machine_fault = self._machine_fault(number) or number in (
+                    errno.EMFILE,
+                    errno.ENFILE,
+                )
             self._report_failure(running, "", f"worker error: {type(exc).__name__}: {exc}", "")
         finally:
             with self.lock:
@@ -437,6 +474,12 @@ class Worker:
     def _report_failure(self, running: _Running, record: str, reason: str, tb: str) -> None:
         if running.killed.is_set():
             return
+        if running.machine_fault:
+            reason = f"{reason} (this worker's machine failed it: {self.paused or 'see its log'})"
+        try:
+            log_tail = read_log_tail(self._log_path(running.ref))
+        except OSError:  # the work directory's disk is full or failing
+            log_tail = ""
         try:
             self._master_call(
                 "ReportTaskFailed",
@@ -446,13 +489,45 @@ class Worker:
                     reason=reason,
                     record=record,
                     traceback=tb,
-                    log=read_log_tail(self._log_path(running.ref)),
+                    log=log_tail,
+                    infrastructure=running.machine_fault,
                 ),
             )
         except grpc.RpcError as exc:
             log.warning("reporting a failure failed: %s", exc.code())
 
+    # -- a full disk --------------------------------------------------------------
+
+    def _machine_fault(self, number: int) -> bool:
+        """Whether a failure with ``errno`` ``number`` says this worker's disk is full or
+        failing (call it before the failed attempt's files are removed).  If so, the worker
+        takes no task for a while, and until its work directory has room again."""
+        if number not in DISK_ERRNOS:
+            return False
+        free = _free_bytes(self.workdir)
+        if free >= MIN_FREE_BYTES and _can_write(self.workdir):
+            return False  # another disk (the shared output's, say): the task's failure
+        self.paused = (
+            f"its --workdir {self.workdir} is full or failing ({os.strerror(number)}; "
+            f"{free >> 10} KiB free): no new task until it has {MIN_FREE_BYTES >> 20} MiB free"
+        )
+        self._paused_until = time.monotonic() + self._pause_seconds
+        self._pause_seconds = min(2 * self._pause_seconds, PAUSE_SECONDS[1])
+        log.warning("worker %s pauses: %s", self.worker_id, self.paused)
+        return True
+
+    def _still_paused(self) -> bool:
+        """Whether the worker still takes no task (its disk was full); resumes when it may."""
+        if not self.paused:
+            return False
+        if time.monotonic() < self._paused_until or _free_bytes(self.workdir) < MIN_FREE_BYTES:
+            return True
+        log.warning("worker %s takes tasks again: its --workdir has room", self.worker_id)
+        self.paused = ""
+        return False
+
     def _task_finished(self) -> None:
+        self._pause_seconds = PAUSE_SECONDS[0]
         self.finished_tasks += 1
         if self.config.fail_after and self.finished_tasks >= self.config.fail_after:
             log.warning("--fail-after %d reached: exiting abruptly", self.config.fail_after)
@@ -491,6 +566,8 @@ class Worker:
             child.kill()
         outcome = child.wait()
         if running.killed.is_set() or outcome.result is None:
+            if outcome.errno:
+                running.machine_fault = self._machine_fault(outcome.errno)
             shutil.rmtree(workdir, ignore_errors=True)
             if outcome.result is None:
                 self._report_failure(running, outcome.record, outcome.reason, outcome.traceback)
@@ -586,7 +663,12 @@ class Worker:
         shutil.rmtree(workdir, ignore_errors=True)
         os.makedirs(workdir)
         try:
-            runs = self._fetch_all(running, assignment.num_maps, workdir)
+            try:
+                runs = self._fetch_all(running, assignment.num_maps, workdir)
+            except OSError as exc:  # writing what it fetched: is this worker's disk full?
+                number = infrastructure_errno(exc)
+                running.machine_fault = number is not None and self._machine_fault(number)
+                raise
             if runs is None:
                 return
             committer = OutputCommitter(job.spec.output, ref.job_id)
@@ -610,6 +692,8 @@ class Worker:
                 child.kill()
             outcome = child.wait()
             if running.killed.is_set() or outcome.result is None:
+                if outcome.errno:
+                    running.machine_fault = self._machine_fault(outcome.errno)
                 if os.path.exists(out_path):
                     os.remove(out_path)
                 if outcome.result is None:
@@ -636,3 +720,32 @@ class Worker:
             self._task_finished()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def _free_bytes(directory: str) -> int:
+    """Bytes free for unprivileged use on ``directory``'s file system (0 if it cannot tell,
+    or if it has no inode left)."""
+    try:
+        stat = os.statvfs(directory)
+    except OSError:
+        return 0
+    if stat.f_files and not stat.f_favail:
+        return 0
+    return stat.f_bavail * stat.f_frsize
+
+
+def _can_write(directory: str) -> bool:
+    """Whether a small file can be written and synced in ``directory`` (a failing disk
+    cannot)."""
+    path = os.path.join(directory, f".probe-{uuid.uuid4().hex}")
+    try:
+        with open(path, "wb") as f:
+            f.write(b"\0" * 4096)
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError:
+        return False
+    finally:
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    return True

@@ -15,12 +15,14 @@ import os
 import sys
 import traceback
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from mapreduce.dataflow.runner import (
+    InfrastructureError,
     RecordFailure,
     TaskError,
     TaskResult,
+    infrastructure_errno,
     run_map_task,
     run_reduce_task,
 )
@@ -38,12 +40,17 @@ def start_fork_server() -> None:
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    """How an attempt ended: a result, or a failure (with the record, if one is to blame)."""
+    """How an attempt ended: a result, or a failure (with the record, if one is to blame).
+
+    ``errno``: the machine failed it (a full disk, an I/O error, too many open
+    files): the ``errno`` of that error; 0 otherwise.
+    """
 
     result: TaskResult | None
     record: str = ""
     reason: str = ""
     traceback: str = ""
+    errno: int = 0
 
 
 #: How much of the end of an attempt's log goes to the master with its report.
@@ -72,7 +79,15 @@ def _child_main(
     log_path: str,
 ) -> None:
     # What user code prints (stdout and stderr, also of C extensions) goes to the log.
-    log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    message: tuple[Any, ...]
+    try:
+        log_fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    except OSError as exc:  # a full or failing disk: say so rather than die without a word
+        conn.send(
+            ("failed", "", f"cannot open the task's log {log_path}: {exc}", "", exc.errno or 0)
+        )
+        conn.close()
+        return
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
@@ -85,21 +100,27 @@ def _child_main(
             result = run_map_task(progress=progress, **kwargs)
         else:
             result = run_reduce_task(progress=progress, **kwargs)
-        message: tuple[Any, ...] = ("ok", result)
+        message = ("ok", result)
     except RecordFailure as failure:
         record = (
             failure.record_id.hex()
             if isinstance(failure.record_id, bytes)
             else str(failure.record_id)
         )
-        message = ("failed", record, f"{failure.label}: {failure.reason}", failure.traceback)
+        message = ("failed", record, f"{failure.label}: {failure.reason}", failure.traceback, 0)
+    except InfrastructureError as error:
+        message = ("failed", "", error.reason, error.traceback, error.errno)
     except TaskError as error:
-        message = ("failed", "", error.reason, error.traceback)
+        message = ("failed", "", error.reason, error.traceback, 0)
     except BaseException as exc:
-        message = ("failed", "", f"{type(exc).__name__}: {exc}", traceback.format_exc())
-    if message[0] == "failed":
-        print(f"attempt failed: {message[2]}\n{message[3]}", file=sys.stderr, flush=True)
-    sys.stdout.flush()
+        number = infrastructure_errno(exc) or 0
+        message = ("failed", "", f"{type(exc).__name__}: {exc}", traceback.format_exc(), number)
+    # The log may be on a full disk: what goes to the worker must not depend on it.
+    with contextlib.suppress(OSError):
+        if message[0] == "failed":
+            failed = cast(tuple[Any, ...], message)
+            print(f"attempt failed: {failed[2]}\n{failed[3]}", file=sys.stderr, flush=True)
+        sys.stdout.flush()
     conn.send(message)
     conn.close()
 
@@ -145,4 +166,6 @@ class ChildAttempt:
             return AttemptOutcome(None, reason=f"the task process exited with {how}")
         if message[0] == "ok":
             return AttemptOutcome(message[1])
-        return AttemptOutcome(None, record=message[1], reason=message[2], traceback=message[3])
+        return AttemptOutcome(
+            None, record=message[1], reason=message[2], traceback=message[3], errno=message[4]
+        )

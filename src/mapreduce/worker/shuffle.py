@@ -8,12 +8,18 @@ the registered directories can be read.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import os
 import threading
+import time
 import zlib
-from collections.abc import Iterator
+from concurrent import futures
+from typing import Any
 
 import grpc
+import grpc.aio
 
 from mapreduce.dataflow.records import CorruptRunError, verify_run
 from mapreduce.rpc import convert
@@ -22,6 +28,8 @@ from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 from mapreduce.rpc.security import Security
 
 MapOutputId = tuple[str, int, int]  # job, map index, map attempt
+
+log = logging.getLogger("mapreduce.shuffle")
 
 
 class FetchError(Exception):
@@ -59,52 +67,207 @@ class MapOutputRegistry:
             self._dirs.clear()
 
 
-class ShuffleService(pb_grpc.ShuffleServicer):
-    def __init__(self, registry: MapOutputRegistry) -> None:
-        self.registry = registry
+#: A stream whose client reads nothing for this long is ended (its slot freed).
+IDLE_TIMEOUT = 30.0
+#: Streams one client connection may have open at once; more are refused with
+#: RESOURCE_EXHAUSTED (retried).  (Not HTTP/2's own stream limit: the client's streams
+#: beyond it would wait behind the stalled ones, which the server cannot end.)
+STREAMS_PER_CONNECTION = 16
+#: Streams the server runs at once; more are refused with RESOURCE_EXHAUSTED (retried).
+MAX_STREAMS = 256
+#: Seconds a client connection lives (then the client reconnects); see ShuffleServer.
+MAX_CONNECTION_AGE = 600.0
 
-    def FetchPartition(
-        self, request: pb.FetchPartitionRequest, context: grpc.ServicerContext
-    ) -> Iterator[pb.Chunk]:
+
+class ShuffleService(pb_grpc.ShuffleServicer):
+    """Streams map output partitions, on an asyncio event loop: a stream that waits for a
+    slow or stalled client costs no thread, so no client can starve the others.
+
+    Args:
+        registry: the map outputs this worker holds.
+        idle_timeout: a stream whose client accepts no chunk for this long is ended.
+        readers: the threads that read the files (the event loop never waits for a disk).
+        streams_per_connection: streams one client connection may have at once.
+    """
+
+    def __init__(
+        self,
+        registry: MapOutputRegistry,
+        idle_timeout: float,
+        readers: futures.Executor,
+        streams_per_connection: int = STREAMS_PER_CONNECTION,
+    ) -> None:
+        self.registry = registry
+        self.idle_timeout = idle_timeout
+        self.readers = readers
+        self.streams_per_connection = streams_per_connection
+        #: open streams by client connection (only the event loop's thread touches it)
+        self._streams: dict[str, int] = {}
+
+    async def FetchPartition(  # type: ignore[override]
+        self, request: pb.FetchPartitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
+        peer = context.peer()
+        if self._streams.get(peer, 0) >= self.streams_per_connection:
+            await context.abort(
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"at most {self.streams_per_connection} fetches at once per connection",
+            )
+        self._streams[peer] = self._streams.get(peer, 0) + 1
+        try:
+            await self._send(request, context)
+        finally:
+            self._streams[peer] -= 1
+            if not self._streams[peer]:
+                del self._streams[peer]
+
+    async def _send(
+        self, request: pb.FetchPartitionRequest, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> None:
         directory = self.registry.get((request.job_id, request.map_index, request.map_attempt))
         if directory is None:
-            context.abort(
+            await context.abort(
                 grpc.StatusCode.NOT_FOUND,
                 f"no output of map {request.map_index} attempt {request.map_attempt} "
-                f"of job {request.job_id!r} here",
+                f"of job {request.job_id[:100]!r} here",
             )
         path = os.path.join(directory, f"part-{request.partition:05d}.run")
+        loop = asyncio.get_running_loop()
         try:
-            f = open(path, "rb")  # noqa: SIM115 (closed below, across yields)
+            f = await loop.run_in_executor(self.readers, open, path, "rb")
         except OSError:
-            context.abort(grpc.StatusCode.NOT_FOUND, f"no partition {request.partition}")
-        with f:
+            await context.abort(grpc.StatusCode.NOT_FOUND, f"no partition {request.partition}")
+        try:
             total = os.fstat(f.fileno()).st_size
             first = True
             while True:
-                data = f.read(convert.CHUNK_BYTES)
+                data = await loop.run_in_executor(self.readers, f.read, convert.CHUNK_BYTES)
                 if not data and not first:
                     return
-                yield pb.Chunk(data=data, crc32=zlib.crc32(data), total_size=total)
+                chunk = pb.Chunk(data=data, crc32=zlib.crc32(data), total_size=total)
+                try:
+                    # Flow control: this waits while the client does not read.
+                    await asyncio.wait_for(context.write(chunk), self.idle_timeout)
+                except TimeoutError:
+                    f.close()
+                    log.warning(
+                        "ended the fetch of map %d attempt %d partition %d of %s by %s: "
+                        "the client read nothing for %g s",
+                        request.map_index,
+                        request.map_attempt,
+                        request.partition,
+                        request.job_id,
+                        context.peer(),
+                        self.idle_timeout,
+                    )
+                    # (The status goes out once the client reads or its connection closes:
+                    # at the latest MAX_CONNECTION_AGE later; this stream costs no thread.)
+                    await context.abort(
+                        grpc.StatusCode.DEADLINE_EXCEEDED,
+                        f"the client read nothing for {self.idle_timeout:g} s",
+                    )
                 first = False
                 if not data:
                     return
+        finally:
+            f.close()
+
+
+class ShuffleServer:
+    """The Shuffle service's gRPC server, on an event loop in a thread of its own.
+
+    Per client connection at most ``streams_per_connection`` streams run at once, at
+    most ``max_streams`` in all (further ones are refused with RESOURCE_EXHAUSTED, which
+    :func:`fetch_partition` retries), and a stream whose client reads nothing for
+    ``idle_timeout`` ends.
+    """
+
+    def __init__(
+        self,
+        registry: MapOutputRegistry,
+        idle_timeout: float = IDLE_TIMEOUT,
+        max_streams: int = MAX_STREAMS,
+        streams_per_connection: int = STREAMS_PER_CONNECTION,
+        security: Security | None = None,
+    ) -> None:
+        self._registry = registry
+        self._security = security or Security()
+        self._idle_timeout = idle_timeout
+        self._max_streams = max_streams
+        self._streams_per_connection = streams_per_connection
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(
+            target=self._loop.run_forever, name="shuffle-server", daemon=True
+        )
+        self._readers = futures.ThreadPoolExecutor(4, thread_name_prefix="shuffle-read")
+        self._server: grpc.aio.Server | None = None
+
+    def start(self, listen: str) -> int:
+        """Serve on ``listen`` (port 0: any); return the port.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        self._thread.start()
+        try:
+            return asyncio.run_coroutine_threadsafe(self._start(listen), self._loop).result()
+        except BaseException:
+            self.stop()
+            raise
+
+    async def _start(self, listen: str) -> int:
+        server = grpc.aio.server(
+            options=[
+                *convert.GRPC_OPTIONS,
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.keepalive_timeout_ms", 10_000),
+                # A client that stops reading keeps its streams (and their last chunk)
+                # until its connection goes: connections are closed after this age, with
+                # as much grace again for fetches under way (a fetch's deadline is shorter).
+                ("grpc.max_connection_age_ms", int(MAX_CONNECTION_AGE * 1000)),
+                ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE * 1000)),
+            ],
+            maximum_concurrent_rpcs=self._max_streams,
+            interceptors=self._security.aio_interceptors(),
+        )
+        pb_grpc.add_ShuffleServicer_to_server(
+            ShuffleService(
+                self._registry, self._idle_timeout, self._readers, self._streams_per_connection
+            ),
+            server,
+        )
+        port = server.add_insecure_port(listen)
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        await server.start()
+        self._server = server
+        return port
+
+    def stop(self, grace: float | None = None) -> None:
+        """Stop serving (streams still running are ended after ``grace`` seconds)."""
+        if not self._thread.is_alive():
+            return
+        if self._server is not None:
+            stopping = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
+            with contextlib.suppress(Exception):
+                stopping.result(timeout=(grace or 0) + 10)
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(timeout=10)
+        self._readers.shutdown(wait=False, cancel_futures=True)
 
 
 def serve_shuffle(
     listen: str,
     registry: MapOutputRegistry,
-    max_workers: int = 8,
+    idle_timeout: float = IDLE_TIMEOUT,
     security: Security | None = None,
-) -> tuple[grpc.Server, int]:
-    """Start the Shuffle service on ``listen`` (port 0: any); return the server and its port."""
-    return convert.start_grpc_server(
-        listen,
-        lambda server: pb_grpc.add_ShuffleServicer_to_server(ShuffleService(registry), server),
-        max_workers,
-        "shuffle",
-        security,
-    )
+) -> tuple[ShuffleServer, int]:
+    """Start the Shuffle service on ``listen`` (port 0: any); return the server and its port.
+
+    With ``security``'s secret, every call without it is refused (UNAUTHENTICATED).
+    """
+    server = ShuffleServer(registry, idle_timeout, security=security)
+    return server, server.start(listen)
 
 
 def fetch_partition(
@@ -112,9 +275,33 @@ def fetch_partition(
 ) -> int:
     """Fetch one partition of a map output into ``dest`` (written atomically); return its size.
 
+    A server that is busy (RESOURCE_EXHAUSTED: it runs as many streams as it may) is
+    asked again, with a growing pause, until ``timeout``.
+
     Raises:
         FetchError: the peer is unreachable, does not have it, or sent corrupt data.
     """
+    deadline = time.monotonic() + timeout
+    delay = 0.05
+    while True:
+        try:
+            return _fetch_once(channel, output, partition, dest, deadline - time.monotonic())
+        except grpc.RpcError as exc:
+            map_index = output[1]
+            if (
+                exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED
+                or time.monotonic() + delay > deadline
+            ):
+                raise FetchError(
+                    f"fetching map {map_index} partition {partition}: {exc.code()}"
+                ) from exc
+            time.sleep(delay)
+            delay = min(2 * delay, 2.0)
+
+
+def _fetch_once(
+    channel: grpc.Channel, output: MapOutputId, partition: int, dest: str, timeout: float
+) -> int:
     job_id, map_index, map_attempt = output
     stub = pb_grpc.ShuffleStub(channel)
     request = pb.FetchPartitionRequest(
@@ -125,7 +312,7 @@ def fetch_partition(
     total = -1
     try:
         with open(tmp, "wb") as f:
-            for chunk in stub.FetchPartition(request, timeout=timeout):
+            for chunk in stub.FetchPartition(request, timeout=max(timeout, 0.001)):
                 if zlib.crc32(chunk.data) != chunk.crc32:
                     raise FetchError(f"checksum mismatch in map {map_index} partition {partition}")
                 if total < 0:
@@ -140,8 +327,6 @@ def fetch_partition(
             raise FetchError(f"map {map_index} partition {partition}: {exc}") from exc
         os.replace(tmp, dest)
         return size
-    except grpc.RpcError as exc:
-        raise FetchError(f"fetching map {map_index} partition {partition}: {exc.code()}") from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)

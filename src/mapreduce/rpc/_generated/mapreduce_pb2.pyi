@@ -166,14 +166,16 @@ class RegisterWorkerReply(_message.Message):
     def __init__(self, heartbeat_interval: _Optional[float] = ..., epoch: _Optional[int] = ..., forget_jobs: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class HeartbeatRequest(_message.Message):
-    __slots__ = ("worker", "progressed", "running")
+    __slots__ = ("worker", "progressed", "running", "paused")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     PROGRESSED_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     progressed: _containers.RepeatedCompositeFieldContainer[AttemptId]
     running: _containers.RepeatedCompositeFieldContainer[AttemptId]
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., progressed: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
+    paused: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., progressed: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., paused: _Optional[str] = ...) -> None: ...
 
 class HeartbeatReply(_message.Message):
     __slots__ = ("kill", "reregister", "finished_jobs", "epoch")
@@ -260,20 +262,22 @@ class ReportReduceDoneRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
 
 class ReportTaskFailedRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log")
+    __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log", "infrastructure")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     RECORD_FIELD_NUMBER: _ClassVar[int]
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    INFRASTRUCTURE_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     reason: str
     record: str
     traceback: str
     log: str
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ..., log: _Optional[str] = ...) -> None: ...
+    infrastructure: bool
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ..., log: _Optional[str] = ..., infrastructure: _Optional[bool] = ...) -> None: ...
 
 class ReportFetchFailedRequest(_message.Message):
     __slots__ = ("worker", "reduce_attempt", "map_index", "map_attempt", "error")
@@ -384,18 +388,20 @@ class GetClusterStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class WorkerStatus(_message.Message):
-    __slots__ = ("worker_id", "address", "slots", "running", "last_heartbeat_age")
+    __slots__ = ("worker_id", "address", "slots", "running", "last_heartbeat_age", "paused")
     WORKER_ID_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
     LAST_HEARTBEAT_AGE_FIELD_NUMBER: _ClassVar[int]
+    PAUSED_FIELD_NUMBER: _ClassVar[int]
     worker_id: str
     address: str
     slots: int
     running: int
     last_heartbeat_age: float
-    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., last_heartbeat_age: _Optional[float] = ...) -> None: ...
+    paused: str
+    def __init__(self, worker_id: _Optional[str] = ..., address: _Optional[str] = ..., slots: _Optional[int] = ..., running: _Optional[int] = ..., last_heartbeat_age: _Optional[float] = ..., paused: _Optional[str] = ...) -> None: ...
 
 class ClusterStatus(_message.Message):
     __slots__ = ("workers", "jobs", "epoch", "role", "leader")
