@@ -32,6 +32,7 @@ import itertools
 import json
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -245,6 +246,9 @@ class Netbed:
         ]
         self.daemons: list[Daemon] = []
         self.master: Daemon | None = None
+        #: the cluster secret every command run on a host gets ($MAPREDUCE_SECRET_FILE):
+        #: daemons on a host's own address must have one
+        self.secret_file = root / "secret"
 
     def __enter__(self) -> Netbed:
         self.up()
@@ -258,6 +262,11 @@ class Netbed:
     def up(self) -> None:
         """Remove leftovers of dead runs, then create the hub, its bridge and every host."""
         sweep_leftovers()
+        self.root.mkdir(parents=True, exist_ok=True)
+        if not self.secret_file.exists():
+            fd = os.open(self.secret_file, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32))
         try:
             _ip("netns", "add", self.hub)
             _ip("-n", self.hub, "link", "add", "br0", "type", "bridge")
@@ -299,8 +308,9 @@ class Netbed:
     # -- commands ---------------------------------------------------------------------------
 
     def command(self, host: Host, *args: str | os.PathLike[str]) -> list[str]:
-        """``args`` as run on ``host``."""
-        return ["ip", "netns", "exec", host.namespace, *map(str, args)]
+        """``args`` as run on ``host`` (with the cluster secret in its environment)."""
+        secret = f"MAPREDUCE_SECRET_FILE={self.secret_file}"
+        return ["ip", "netns", "exec", host.namespace, "env", secret, *map(str, args)]
 
     def run(
         self, host: Host, *args: str | os.PathLike[str], timeout: float = 300
@@ -401,8 +411,9 @@ class Netbed:
         sock = connect_in(host.namespace, (host.ip, HTTP_PORT))
         connection = http.client.HTTPConnection(host.ip, HTTP_PORT, timeout=30)
         connection.sock = sock
+        bearer = {"Authorization": f"Bearer {self.secret_file.read_text().strip()}"}
         try:
-            connection.request("GET", path)
+            connection.request("GET", path, headers=bearer)
             response = connection.getresponse()
             body = response.read()
         finally:

@@ -70,6 +70,10 @@ def test_compose_runs_three_master_candidates_that_know_each_other() -> None:
     worker = parser.parse_args(container_argv(services["worker"]))
     assert worker.command == "worker"
     assert worker.master == ",".join(f"{name}:7070" for name in candidates)
+    # it listens on every interface: it must have the secret (refused without)
+    assert "mapreduce_secret" in services["worker"]["secrets"]
+    secret_file = services["worker"]["environment"]["MAPREDUCE_SECRET_FILE"]
+    assert secret_file == "/run/secrets/mapreduce_secret"
     assert worker.listen.startswith("0.0.0.0:")
     assert worker.advertise == "$(hostname -i)"  # expanded by the container's shell
 

@@ -6,6 +6,8 @@ added later cannot be forgotten.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import grpc
 import pytest
 
@@ -13,6 +15,7 @@ from mapreduce.cluster import EmbeddedCluster
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.security import Security
+from tests.conftest import run_cli
 from tests.daemons import wait_until
 
 
@@ -54,3 +57,17 @@ def test_every_rpc_without_the_secret_is_refused() -> None:
             response_deserializer=pb.ClusterStatus.FromString,
         )(pb.GetClusterStatusRequest(), timeout=10)
         assert len(reply.workers) == 1
+
+
+def test_serving_beyond_loopback_without_the_secret_is_refused(tmp_path: Path) -> None:
+    for argv in (
+        ["master", "--listen", "0.0.0.0:0", "--no-http"],
+        ["worker", "--master", "127.0.0.1:1", "--listen", "0.0.0.0:0"],
+    ):
+        result = run_cli(*argv)
+        assert result.returncode == 2, (argv, result.stderr)
+        assert "without the cluster secret" in result.stderr, result.stderr
+    secret = tmp_path / "secret"
+    assert run_cli("secret", secret).returncode == 0
+    assert oct(secret.stat().st_mode & 0o777) == "0o600"
+    assert run_cli("secret", secret).returncode == 2  # never overwrites a secret

@@ -517,6 +517,7 @@ def _master(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    _refuse_open_binding(args.listen, _security(args))
     if args.peers or args.raft:
         driver = MasterDriver(
             config,
@@ -583,6 +584,23 @@ def _security(args: argparse.Namespace) -> Any:
     return Security(read_secret(args.secret_file) if args.secret_file else b"")
 
 
+def _refuse_open_binding(listen: str, security: Any, flag: str = "--listen") -> None:
+    """Serving anything but loopback needs the cluster secret (else anyone reaching it runs code).
+
+    Raises:
+        UsageError: ``listen`` is not a loopback address and there is no secret.
+    """
+    host = listen.rpartition(":")[0].strip("[]")
+    if security.secret or host == "localhost" or host == "::1" or host.startswith("127."):
+        return
+    raise UsageError(
+        f"refusing to serve on {listen} ({flag}) without the cluster secret: anyone who can "
+        "reach it could run code on every worker. Make one with `mapreduce secret FILE` and "
+        "give it to every process with --secret-file FILE (or $MAPREDUCE_SECRET_FILE), or "
+        "listen on 127.0.0.1"
+    )
+
+
 def _raft_journal(args: argparse.Namespace) -> Any:
     """The replicated journal of a master candidate, from --raft, --peers and --secret-file."""
     if not (args.raft and args.peers):
@@ -646,6 +664,7 @@ def _worker(args: argparse.Namespace) -> int:
     )
     if args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
+    _refuse_open_binding(args.listen, _security(args))
     if args.shuffle_idle_timeout <= 0:
         raise UsageError(
             f"--shuffle-idle-timeout must be positive (got {args.shuffle_idle_timeout})"
