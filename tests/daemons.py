@@ -136,3 +136,34 @@ class Candidates:
     def close(self) -> None:
         for process in [*self.workers, *self.masters.values()]:
             kill_group(process)
+
+
+def submit_waiting(
+    master: str, job: Path, inputs: Path, out: Path, *extra: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Start ``mapreduce submit --wait`` in the background; return it and the job id."""
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "mapreduce", "submit", str(job), "--master", master,
+            "-i", str(inputs), "-o", str(out), "--quiet", "--wait", *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    assert process.stdout is not None
+    job_id = process.stdout.readline().strip()
+    assert job_id.startswith("job-"), process.stderr.read()  # type: ignore[union-attr]
+    return process, job_id
+
+
+def local_parts(tmp_path: Path, job: Path, inputs: Path, *extra: str) -> dict[str, str]:
+    """The part files ``mapreduce run --local`` writes for this job: the reference."""
+    out = tmp_path / "local"
+    result = run_cli("run", job, "-i", inputs, "-o", out, "--local", "-q", *extra)
+    assert result.returncode == 0, result.stderr
+    return parts(out)
+
+
+def parts(out: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(out.glob("part-*"))}

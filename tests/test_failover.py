@@ -16,7 +16,6 @@ import signal
 import socket
 import struct
 import subprocess
-import sys
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -25,7 +24,14 @@ from typing import Any
 import pytest
 
 from tests.conftest import GUTENBERG, JOBS, run_cli
-from tests.daemons import Candidates, free_port, wait_until
+from tests.daemons import (
+    Candidates,
+    free_port,
+    local_parts,
+    parts,
+    submit_waiting,
+    wait_until,
+)
 from tests.netbed import MAPREDUCE, Host, Netbed, wait_for
 
 
@@ -41,31 +47,31 @@ def candidates(tmp_path: Path) -> Iterator[Candidates]:
 def submit_and_wait(
     candidates: Candidates, job: Path, inputs: Path, out: Path, *extra: str
 ) -> tuple[subprocess.Popen[str], str]:
-    process = subprocess.Popen(
-        [
-            sys.executable, "-m", "mapreduce", "submit", str(job), "--master", candidates.address,
-            "--secret-file", str(candidates.secret),
-            "-i", str(inputs), "-o", str(out), "--quiet", "--wait", *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )  # fmt: skip
-    assert process.stdout is not None
-    job_id = process.stdout.readline().strip()
-    assert job_id.startswith("job-"), process.stderr.read()  # type: ignore[union-attr]
-    return process, job_id
+    secret = ("--secret-file", str(candidates.secret))
+    return submit_waiting(candidates.address, job, inputs, out, *secret, *extra)
 
 
-def local_parts(tmp_path: Path, job: Path, inputs: Path, *extra: str) -> dict[str, str]:
-    out = tmp_path / "local"
-    result = run_cli("run", job, "-i", inputs, "-o", out, "--local", "-q", *extra)
-    assert result.returncode == 0, result.stderr
-    return parts(out)
+def hold_a_reduce(candidates: Candidates, tmp_path: Path) -> tuple[subprocess.Popen[str], str, int]:
+    """Three candidates and workers; a job whose third reduce is held (until ``release``
+    exists) after two partitions committed; return ``submit --wait``, the job, the leader."""
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    for name in ("a.txt", "b.txt", "c.txt"):
+        (inputs / name).write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    params = ["-r", "3", "-p", "key=the", "-p", f"release={tmp_path / 'release'}"]
+    candidates.start_all()
+    candidates.start_workers(3)
+    leader = candidates.wait_for_leader()
+    waiting, job_id = submit_and_wait(
+        candidates, JOBS / "hold_reduce.py", inputs, tmp_path / "out", *params
+    )
+    wait_until(lambda: candidates.job(job_id).reduces_done == 2, "2 of 3 reduces committed")
+    return waiting, job_id, leader
 
 
-def parts(out: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(out.glob("part-*"))}
+def held_reduce_output(tmp_path: Path) -> dict[str, str]:
+    args = ("-r", "3", "-p", "stall=0")
+    return local_parts(tmp_path, JOBS / "hold_reduce.py", tmp_path / "in", *args)
 
 
 def test_leader_killed_in_the_map_phase_a_new_leader_finishes_the_job(
@@ -93,20 +99,9 @@ def test_leader_killed_in_the_map_phase_a_new_leader_finishes_the_job(
 def test_leader_killed_in_the_reduce_phase_keeps_the_committed_partitions(
     candidates: Candidates, tmp_path: Path
 ) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in ("a.txt", "b.txt", "c.txt"):
-        (inputs / name).write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    waiting, job_id, old = hold_a_reduce(candidates, tmp_path)
+    expected = held_reduce_output(tmp_path)
     release = tmp_path / "release"
-    params = ["-r", "3", "-p", "key=the", "-p", f"release={release}"]
-    expected = local_parts(tmp_path, JOBS / "hold_reduce.py", inputs, "-r", "3", "-p", "stall=0")
-    candidates.start_all()
-    candidates.start_workers(3)
-    old = candidates.wait_for_leader()
-    waiting, job_id = submit_and_wait(
-        candidates, JOBS / "hold_reduce.py", inputs, tmp_path / "out", *params
-    )
-    wait_until(lambda: candidates.job(job_id).reduces_done == 2, "2 of 3 reduces committed")
     candidates.kill(old)
     candidates.wait_for_leader([i for i in range(3) if i != old])
     release.write_text("")
@@ -120,20 +115,9 @@ def test_leader_killed_in_the_reduce_phase_keeps_the_committed_partitions(
 def test_a_paused_leader_steps_down_and_commits_nothing(
     candidates: Candidates, tmp_path: Path
 ) -> None:
-    inputs = tmp_path / "in"
-    inputs.mkdir()
-    for name in ("a.txt", "b.txt", "c.txt"):
-        (inputs / name).write_text("the quick brown fox jumps over the lazy dog\n" * 200)
+    waiting, job_id, old = hold_a_reduce(candidates, tmp_path)
+    expected = held_reduce_output(tmp_path)
     release = tmp_path / "release"
-    params = ["-r", "3", "-p", "key=the", "-p", f"release={release}"]
-    expected = local_parts(tmp_path, JOBS / "hold_reduce.py", inputs, "-r", "3", "-p", "stall=0")
-    candidates.start_all()
-    candidates.start_workers(3)
-    old = candidates.wait_for_leader()
-    waiting, job_id = submit_and_wait(
-        candidates, JOBS / "hold_reduce.py", inputs, tmp_path / "out", *params
-    )
-    wait_until(lambda: candidates.job(job_id).reduces_done == 2, "2 of 3 reduces committed")
     paused = candidates.masters[old]
     paused.send_signal(signal.SIGSTOP)
     others = [i for i in range(3) if i != old]

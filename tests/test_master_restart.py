@@ -20,7 +20,14 @@ import pytest
 from mapreduce import client
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from tests.conftest import JOBS, run_cli
-from tests.daemons import free_port, kill_group, wait_until
+from tests.daemons import (
+    free_port,
+    kill_group,
+    local_parts,
+    parts,
+    submit_waiting,
+    wait_until,
+)
 
 
 class Daemons:
@@ -128,43 +135,7 @@ def write_input(directory: Path, names: list[str]) -> Path:
 def submit_and_wait(
     daemons: Daemons, job: Path, inputs: Path, out: Path, *extra: str
 ) -> tuple[subprocess.Popen[str], str]:
-    """Start ``mapreduce submit --wait`` in the background; return it and the job id."""
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "mapreduce",
-            "submit",
-            str(job),
-            "--master",
-            daemons.address,
-            "-i",
-            str(inputs),
-            "-o",
-            str(out),
-            "--quiet",
-            "--wait",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-    assert process.stdout is not None
-    job_id = process.stdout.readline().strip()
-    assert job_id.startswith("job-"), process.stderr.read()  # type: ignore[union-attr]
-    return process, job_id
-
-
-def local_parts(tmp_path: Path, job: Path, inputs: Path, *extra: str) -> dict[str, str]:
-    out = tmp_path / "local"
-    result = run_cli("run", job, "-i", inputs, "-o", out, "--local", "-q", *extra)
-    assert result.returncode == 0, result.stderr
-    return parts(out)
-
-
-def parts(out: Path) -> dict[str, str]:
-    return {p.name: p.read_text() for p in sorted(out.glob("part-*"))}
+    return submit_waiting(daemons.address, job, inputs, out, *extra)
 
 
 def test_master_killed_in_the_map_phase_resumes_without_rerunning_maps(
