@@ -597,3 +597,28 @@ def test_run_from_an_unguarded_script_runs_the_job_once(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     assert (tmp_path / "runs.txt").read_text() == "x"
     assert (out / "part-00000").read_text() == "a\t2\nb\t1\n"
+
+
+def test_run_with_every_chaos_fault_kind_gives_the_local_output(
+    gutenberg: Path, tmp_path: Path
+) -> None:
+    """mapreduce run --chaos: workers killed, fetches dropped, task processes crashed, a slow
+    worker; the output is still --local's, and every fault kind was injected and counted."""
+    out = tmp_path / "out"
+    spec = "kill-worker=0.4,drop-fetch=0.1,slow-worker=1,crash-task=0.1"
+    result = run_cli(
+        "run", EXAMPLES / "wordcount.py", "-i", gutenberg, "-o", out, "-r", "3",
+        "--split-size", "256K", "--workers", "3", "--no-http",
+        "--chaos", spec, "--chaos-seed", "4",
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    assert "chaos: injecting" in result.stderr
+    assert parts(out) == local_output(tmp_path, EXAMPLES / "wordcount.py", gutenberg, 3)
+    injected = json.loads((out / "_summary.json").read_text())["chaos"]
+    assert set(injected) == {"kill-worker", "drop-fetch", "crash-task", "slow-worker"}
+    assert injected["slow-worker"] >= 1 and injected["drop-fetch"] + injected["crash-task"] >= 1
+    assert "faults injected (--chaos)" in result.stdout
+    for wrong in ("fly=0.1", "drop-fetch=2", "slow-worker=0.5"):
+        refused = run_cli("run", EXAMPLES / "wordcount.py", "-i", gutenberg, "-o", out,
+                          "--chaos", wrong)  # fmt: skip
+        assert refused.returncode == 2 and "--chaos" in refused.stderr, refused.stderr

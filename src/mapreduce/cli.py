@@ -162,6 +162,20 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         help="run sequentially in this process (the reference execution)",
     )
     run.add_argument(
+        "--chaos",
+        default="",
+        metavar="SPEC",
+        help="embedded cluster: inject faults to watch recovery work, e.g. "
+        "kill-worker=0.1,drop-fetch=0.05,slow-worker=1,crash-task=0.02 (see the README)",
+    )
+    run.add_argument(
+        "--chaos-seed",
+        type=int,
+        default=0,
+        metavar="S",
+        help="seed of the faults --chaos injects (default 0)",
+    )
+    run.add_argument(
         "--master",
         default="",
         metavar="HOST:PORT[,HOST:PORT...]",
@@ -332,6 +346,11 @@ def _add_cluster_parsers(
         "readers cannot hold the shuffle service (default 30)",
     )
     worker.add_argument("--name", default="", help="worker id (default: its address)")
+    # set by the embedded cluster of run --chaos, for its own workers
+    worker.add_argument("--chaos", default="", help=argparse.SUPPRESS)
+    worker.add_argument("--chaos-seed", type=int, default=0, help=argparse.SUPPRESS)
+    worker.add_argument("--chaos-record", default="", help=argparse.SUPPRESS)
+    worker.add_argument("--chaos-slow", action="store_true", help=argparse.SUPPRESS)
     worker.add_argument(
         "--advertise",
         default="",
@@ -460,6 +479,13 @@ def _run(args: argparse.Namespace) -> int:
     options = _job_options(args)
     if args.local and args.master:
         raise UsageError("--local and --master exclude each other")
+    from mapreduce.chaos import parse_chaos
+
+    chaos = parse_chaos(args.chaos)
+    if chaos.active and (args.local or args.master):
+        raise UsageError("--chaos runs on the embedded cluster only (not with --local or --master)")
+    if chaos.slow_worker > args.workers:
+        raise UsageError(f"--chaos slow-worker={chaos.slow_worker} is more than --workers")
     if args.master:
         args.wait = True
         return _submit(args)
@@ -482,6 +508,8 @@ def _run(args: argparse.Namespace) -> int:
         MasterConfig(task_timeout=args.task_timeout),
         http_port=None if args.no_http else args.http_port,
         fork=True,  # nothing here has used gRPC yet
+        chaos=chaos,
+        chaos_seed=args.chaos_seed,
     ) as cluster:
         # planned while the workers start up
         request = client.build_submission(options)
@@ -490,7 +518,18 @@ def _run(args: argparse.Namespace) -> int:
             print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
         stub = cluster.connect()
         job_id = client.submit(stub, request)
+        if chaos.active and not args.quiet:
+            print(
+                f"chaos: injecting {chaos.text()} (seed {args.chaos_seed})",
+                file=sys.stderr,
+                flush=True,
+            )
         _follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
+        if chaos.active and not args.quiet:
+            counts = cluster.chaos_counts()
+            print(
+                "  faults injected (--chaos): " + ", ".join(f"{k} {v}" for k, v in counts.items())
+            )
     return 0
 
 
@@ -639,6 +678,15 @@ def _restart_process() -> None:
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
 
+def _injector(args: argparse.Namespace) -> Any:
+    """The fault injector of a worker of run --chaos, or None."""
+    if not args.chaos:
+        return None
+    from mapreduce.chaos import Injector, parse_chaos
+
+    return Injector(parse_chaos(args.chaos), args.chaos_seed, args.chaos_record, args.chaos_slow)
+
+
 def _secret(args: argparse.Namespace) -> int:
     import secrets
 
@@ -680,6 +728,7 @@ def _worker(args: argparse.Namespace) -> int:
             advertise=args.advertise,
             secret=_security(args).secret,
             shuffle_idle_timeout=args.shuffle_idle_timeout,
+            chaos=_injector(args),
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())

@@ -8,6 +8,7 @@ here is stopped on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import secrets
 import shutil
@@ -15,6 +16,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import traceback
 import types
@@ -23,6 +25,7 @@ from typing import Any, Protocol
 
 import grpc
 
+from mapreduce.chaos import ChaosSpec, Injector, injected
 from mapreduce.core.config import MasterConfig
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.service import serve_master
@@ -86,6 +89,8 @@ class EmbeddedCluster:
         worker_args: tuple[str, ...] = (),
         http_port: int | None = None,
         fork: bool = False,
+        chaos: ChaosSpec | None = None,
+        chaos_seed: int = 0,
     ) -> None:
         self.num_workers = workers
         self.config = config
@@ -95,6 +100,10 @@ class EmbeddedCluster:
         self.address = ""
         self.http_port = http_port
         self.fork = fork
+        self.chaos = chaos if chaos is not None and chaos.active else None
+        self.chaos_seed = chaos_seed
+        self._chaos_stop = threading.Event()
+        self._chaos_thread: threading.Thread | None = None
         self.status_server: StatusServer | None = None
         self.driver: MasterDriver | None = None
         self.server: grpc.Server | None = None
@@ -120,12 +129,19 @@ class EmbeddedCluster:
             self.address = f"127.0.0.1:{port}"
             for pipe in address_pipes:
                 os.write(pipe, self.address.encode() + b"\n")
+            if self.chaos is not None:
+                self.driver.annotate = lambda: {"chaos": self.chaos_counts()}
             if self.http_port is not None:
                 self.status_server = StatusServer(
                     self.driver, "127.0.0.1", self.http_port, self.security.secret
                 ).start()
             for i in range(len(self.processes), self.num_workers):
                 self.start_worker(i)
+            if self.chaos is not None and self.chaos.kill_worker:
+                self._chaos_thread = threading.Thread(
+                    target=self._kill_workers, name="chaos", daemon=True
+                )
+                self._chaos_thread.start()
         except BaseException:
             self.close()
             raise
@@ -136,10 +152,45 @@ class EmbeddedCluster:
 
     def _worker_argv(self, i: int, *extra: str) -> list[str]:
         workdir = os.path.join(self.scratch, f"worker-{i}")
+        chaos: list[str] = []
+        if self.chaos is not None:
+            chaos = [
+                "--chaos", self.chaos.text(), "--chaos-seed", str(self.chaos_seed * 1000 + i),
+                "--chaos-record", os.path.join(self._chaos_dir(), f"worker-{i}"),
+            ]  # fmt: skip
+            if i < self.chaos.slow_worker:
+                chaos.append("--chaos-slow")
         return [
             "worker", "--master", self.address, "--workdir", workdir,
-            "--secret-file", self.secret_file, *self.worker_args, *extra,
+            "--secret-file", self.secret_file, *chaos, *self.worker_args, *extra,
         ]  # fmt: skip
+
+    def _chaos_dir(self) -> str:
+        directory = os.path.join(self.scratch, "chaos")
+        os.makedirs(directory, exist_ok=True)
+        return directory
+
+    def chaos_counts(self) -> dict[str, int]:
+        """The faults --chaos injected so far, by kind."""
+        return injected(self._chaos_dir())
+
+    def _kill_workers(self) -> None:
+        """--chaos kill-worker: each second maybe SIGKILL a worker (a new one replaces it)."""
+        assert self.chaos is not None
+        injector = Injector(self.chaos, self.chaos_seed, os.path.join(self._chaos_dir(), "cluster"))
+        replacements = itertools.count(1000)
+        while not self._chaos_stop.wait(1.0):
+            if not self.processes or not injector.kill_worker():
+                continue
+            victim = injector.pick(len(self.processes))
+            old = self.processes[victim]
+            new = self.start_worker(next(replacements))  # first: some worker is always alive
+            self.processes.pop()
+            self.processes[victim] = new
+            if old.returncode is None:
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(old.pid, signal.SIGKILL)
+                old.wait()
 
     @staticmethod
     def _worker_environment() -> dict[str, str]:
@@ -209,6 +260,9 @@ class EmbeddedCluster:
         # space is removed below.  Each worker is killed with its process group (its
         # fork server and task processes), unless its process was reaped already: its
         # id may then belong to another process by now.
+        self._chaos_stop.set()
+        if self._chaos_thread is not None:
+            self._chaos_thread.join()
         for process in self.processes:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):

@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
@@ -111,6 +112,9 @@ class MasterDriver:
         #: set once this master has recovered its state (and, replicated, leads): only then
         #: does it answer requests
         self.serving = threading.Event()
+        #: what the shell adds to the status pages and to _summary.json (not durable state:
+        #: for example the faults that --chaos injected)
+        self.annotate: Callable[[], dict[str, Any]] | None = None
         self._assigned_yet = False
         self._tick_interval = tick_interval
         self._stop = threading.Event()
@@ -376,6 +380,8 @@ class MasterDriver:
                 continue
             if summary is None:
                 continue
+            if self.annotate is not None:
+                summary.update(self.annotate())
             try:
                 committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:

@@ -90,7 +90,14 @@ def cluster_page(view: dict[str, Any]) -> str:
         "<h1>mapreduce master</h1>"
         f"<p>up {view['uptime_seconds']:.0f} s, <span id='workers-alive'>"
         f"{sum(w['state'] == 'alive' for w in view['workers'])}</span> workers alive</p>"
-        "<h2>Workers</h2>"
+        + (
+            "<p id='chaos'>fault injection (--chaos): "
+            + escape(", ".join(f"{k} {v}" for k, v in view["chaos"].items()))
+            + "</p>"
+            if view.get("chaos")
+            else ""
+        )
+        + "<h2>Workers</h2>"
         + _table(
             ["worker", "address", "state", "last heartbeat", "tasks done", "running", "current"],
             workers,

@@ -27,6 +27,8 @@ def cluster_view(driver: MasterDriver) -> dict[str, Any]:
     view = dataclasses.asdict(snapshot)
     for worker in view["workers"]:
         worker["running"] = list(worker["running"])
+    if driver.annotate is not None:
+        view.update(driver.annotate())
     return view
 
 

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
 from mapreduce.core.tasks import TaskKind
@@ -72,6 +73,7 @@ class WorkerConfig:
             defaults to the ``listen`` host, or this machine's host name when that is a
             wildcard (0.0.0.0, ::).
         shuffle_idle_timeout: a fetch whose client reads nothing this long is ended.
+        chaos: the faults to inject (``mapreduce run --chaos``), if any.
     """
 
     master: str
@@ -83,6 +85,11 @@ class WorkerConfig:
     advertise: str = ""
     secret: bytes = b""
     shuffle_idle_timeout: float = IDLE_TIMEOUT
+    chaos: Injector | None = None
+
+
+def _dropped_fetch() -> int:
+    raise FetchError("the fetch was dropped (fault injected by --chaos)")
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -133,6 +140,7 @@ class Worker:
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
         self.security = Security(config.secret)
+        self.chaos = config.chaos
         # Without --workdir the worker uses a temporary directory and removes it on exit.
         self._own_workdir = not config.workdir
         self.workdir = config.workdir or tempfile.mkdtemp(prefix="mapreduce-worker-")
@@ -447,6 +455,8 @@ class Worker:
 
     def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
         try:
+            if self.chaos is not None:
+                self.chaos.slow_down(running.killed)  # --chaos slow-worker
             target(running, assignment)  # type: ignore[operator]
         except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
             log.exception("attempt %s crashed", running.ref)
@@ -562,8 +572,8 @@ class Worker:
             self._log_path(ref),
         )
         running.child = child
-        if running.killed.is_set():
-            child.kill()
+        if running.killed.is_set() or (self.chaos is not None and self.chaos.crash_task()):
+            child.kill()  # killed, or a crash that --chaos injects
         outcome = child.wait()
         if running.killed.is_set() or outcome.result is None:
             if outcome.errno:
@@ -621,6 +631,10 @@ class Worker:
                     if map_index in fetched or map_index in busy:
                         continue
                     dest = os.path.join(workdir, f"map-{map_index:05d}.run")
+                    if self.chaos is not None and self.chaos.drop_fetch():
+                        future = pool.submit(_dropped_fetch)
+                        pending[future] = (map_index, map_attempt, dest)
+                        continue
                     future = pool.submit(
                         fetch_partition,
                         self._channel(address),
@@ -688,8 +702,8 @@ class Worker:
                 self._log_path(ref),
             )
             running.child = child
-            if running.killed.is_set():
-                child.kill()
+            if running.killed.is_set() or (self.chaos is not None and self.chaos.crash_task()):
+                child.kill()  # killed, or a crash that --chaos injects
             outcome = child.wait()
             if running.killed.is_set() or outcome.result is None:
                 if outcome.errno:
