@@ -354,33 +354,37 @@ def test_failed_embedded_job_raises(tmp_path: Path) -> None:
 
 
 def test_bad_records_skipped_across_attempts_match_local(tmp_path: Path) -> None:
+    """One retry and skip policy: ``--local`` and an embedded cluster skip the same records
+    (map input records and a reduce key, each after two attempts crashed on it) and write the
+    same ``_summary.json``, but for the timings and the run's own job id."""
     inp = tmp_path / "in.txt"
-    inp.write_text("a b\nPOISON x\nb c\n")
-    local = tmp_path / "local"
-    assert (
-        run_cli(
-            "run", JOBS / "poison.py", "-i", inp, "-o", local, "--local", "--skip-bad-records", "1"
-        ).returncode
-        == 0
-    )
+    inp.write_bytes(b"a b\nPOISON x\nb c\nbad \xff byte\nVENOM y\nPOISON again\nVENOM\n")
     out = tmp_path / "out"
-    result = run_cli(
-        "run",
-        JOBS / "poison.py",
-        "-i",
-        inp,
-        "-o",
-        out,
-        "--workers",
-        "1",
-        "--skip-bad-records",
-        "1",
-    )
-    assert result.returncode == 0, result.stderr
-    assert parts(out) == parts(local) == ["a\t1\nb\t2\nc\t1\n"]
-    summary = json.loads((out / "_summary.json").read_text())
-    assert summary["system"]["skipped_records"] == 1
-    assert summary["system"]["map_input_records"] == 2
+    base = ["run", JOBS / "poison.py", "-i", inp, "-o", out, "-r", "2", "--overwrite", "-q"]
+    summaries, outputs = [], []
+    for where in (["--local"], ["--workers", "2"]):
+        result = run_cli(*base, "--skip-bad-records", "4", *where)
+        assert result.returncode == 0, result.stderr
+        outputs.append(parts(out))
+        summary = json.loads((out / "_summary.json").read_text())
+        del summary["phase_seconds"], summary["job_id"]
+        summaries.append(summary)
+    assert outputs[0] == outputs[1]
+    assert summaries[0] == summaries[1]
+    assert summaries[0]["system"]["skipped_records"] == 4
+    assert summaries[0]["system"]["map_input_records"] == 4
+    skipped = [(r["task"][:4], r["record"], r["reason"]) for r in summaries[0]["skipped_records"]]
+    assert skipped == [
+        ("map-", f"{inp}@4", "ValueError: poisoned line"),
+        ("map-", f"{inp}@17", "invalid UTF-8 at byte 21 (invalid start byte)"),
+        ("map-", f"{inp}@36", "ValueError: poisoned line"),
+        ("redu", "key='VENOM'", "RuntimeError: poisoned key"),
+    ]
+    # one record fewer allowed than there are: both fail, after the same attempts
+    for where in (["--local"], ["--workers", "1"]):
+        result = run_cli(*base, "--skip-bad-records", "3", "--max-attempts", "2", *where)
+        assert result.returncode == 1, result.stderr
+        assert "key='VENOM'" in result.stderr and "RuntimeError: poisoned key" in result.stderr
 
 
 def test_counters_count_committed_attempts_only(tmp_path: Path) -> None:

@@ -504,6 +504,7 @@ def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
         ev.ReduceTaskSucceeded(1.5, "w", "i", ref, stats, True),
         ev.TaskFailed(1.5, "w", "i", ref, "ValueError: x", "/in/a@3", "Traceback...", True),
         ev.TaskFailed(1.5, "w", "i", ref, "OSError: disk full", "", "", False, True),
+        ev.TaskFailed(1.5, "w", "i", ref, "ValueError: x", "3", "tb", label="/in/a@3"),
         ev.FetchFailed(1.5, "w", "i", ref, 3, 1),
     ]
     for event in events:
@@ -513,6 +514,10 @@ def test_the_event_codec_gives_back_every_kind_of_durable_event() -> None:
     assert codec.decode(b"M" + marshal.dumps(flat)) == ev.TaskFailed(
         1.5, "w", "i", ref, "ValueError: x", "", "tb", False
     )
+    flat = (4, 1.5, "w", "i", ("job-1", "reduce", 7, 2), "/in/a@3: ValueError: x", "3", "", 0, 0)
+    assert codec.decode(b"M" + marshal.dumps(flat)) == ev.TaskFailed(
+        1.5, "w", "i", ref, "/in/a@3: ValueError: x", "3"
+    )  # before failures carried their record's label
     old = ev.JobSubmitted(1.0, spec, output_at_turn=True)
     object.__delattr__(old, "output_at_turn")  # as pickled before the field existed
     assert codec.decode(b"P" + pickle.dumps(old)) == ev.JobSubmitted(1.0, spec)

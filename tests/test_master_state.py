@@ -17,10 +17,19 @@ from hypothesis import strategies as st
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
+from mapreduce.core import queries
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.invariants import validate
 from mapreduce.core.liveness import Liveness
 from mapreduce.core.master import JobRecord, JobState, MapOutputEntry, MasterState, WorkerInfo
+from mapreduce.core.policy import (
+    UNKNOWN_REASON,
+    Failure,
+    RetryPolicy,
+    TaskRetries,
+    Verdict,
+    judge,
+)
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState, TaskStats
 from mapreduce.master import codec
@@ -333,6 +342,56 @@ def test_bad_record_is_skipped_after_repeated_failures() -> None:
     assert c.task(MAP, 0).failures == 0  # the record's failures are not the task's
     c.finish(a2)
     assert c.master.jobs["j"].skipped == 1
+
+
+def test_skipped_records_keep_where_they_are_and_why_for_the_summary() -> None:
+    """The summary lists a skipped record by its failure's label and reason (as ``--local``
+    does); records skipped in journals written before labels fall back to the record id."""
+    c = Cluster()
+    c.submit(maps=1, reduces=1, max_attempts=3, skip_bad_records=2)
+    c.register("w1")
+    for _ in range(2):
+        (m,) = c.request("w1")
+        c.send(
+            ev.TaskFailed(
+                c.now, "w1", c.incarnations["w1"], c.ref(m), "ValueError: bad", "7", "tb",
+                label="/in/0@7",
+            )
+        )  # fmt: skip
+    for _ in range(2):
+        (m,) = c.request("w1")
+        c.fail(m, record="9")  # no label: an older worker, or an older journal
+    (m,) = c.request("w1")
+    assert m.skip == ("7", "9")
+    assert "failed on record /in/0@7: ValueError: bad" in c.master.jobs["j"].failures[0].line()
+    skipped = queries.job_summary(c.master, "j").skipped
+    assert [(s.task, s.record, s.reason) for s in skipped] == [
+        ("map-00000", "/in/0@7", "ValueError: bad"),
+        ("map-00000", "9", "ValueError: x"),
+    ]
+    task = c.task(MAP, 0)
+    del task.skip_notes  # as in a snapshot pickled before notes were kept
+    skipped = queries.job_summary(c.master, "j").skipped
+    assert [(s.record, s.reason) for s in skipped] == [("7", UNKNOWN_REASON), ("9", UNKNOWN_REASON)]
+
+
+def test_the_local_runner_and_the_master_judge_failures_by_one_rule() -> None:
+    """``judge`` is the rule both apply: the same failures give the same counts and verdicts."""
+    policy = RetryPolicy(max_attempts=3, record_failures_to_skip=2, skip_budget=1)
+    counts = TaskRetries()
+    bad = Failure("7", "in@7", "ValueError: bad")
+    assert judge(policy, counts, bad, 0) == Verdict(True, False, False)
+    assert judge(policy, counts, bad, 0) == Verdict(True, True, False)  # skipped: uncounted
+    assert (counts.failures, counts.skip) == (0, ["7"])
+    other = Failure("9", "in@9", "ValueError: bad")
+    for job_skipped, expected in ((1, False), (1, False), (1, True)):  # the budget is spent
+        assert judge(policy, counts, other, job_skipped).task_failed is expected
+    machine = RetryPolicy(max_attempts=1, max_infrastructure_failures=1)
+    counts = TaskRetries()
+    full = Failure("7", "in@7", "OSError: disk full", infrastructure=True)
+    assert judge(machine, counts, full, 0) == Verdict(False, False, False)
+    assert counts.record_failures == {}  # never blamed on a record
+    assert judge(machine, counts, full, 0) == Verdict(True, False, True)  # beyond the bound
 
 
 def test_no_progress_fails_the_attempt_and_retries() -> None:

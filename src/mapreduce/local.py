@@ -4,10 +4,12 @@ It plans the splits, runs every map task and then every reduce task one after
 the other with the same task runners the workers use, and commits the output.
 It is the reference the distributed runtime must match byte for byte.
 
-A record on which user code raises fails the job with the task, the record
-and the traceback.  With ``skip_bad_records=N`` the task is instead run again
-without that record (as the paper's master tells the next attempt to do), up
-to N times over the whole job.
+A failed attempt is judged by the same rule the master applies
+(:mod:`mapreduce.core.policy`): the task runs again until it failed
+``max_attempts`` times; with ``skip_bad_records=N``, a record on which two
+attempts crashed is skipped by the next ones (as the paper's master tells
+them to), up to N records over the whole job.  A task that fails for good
+fails the job with the task, the record and the traceback.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import time
 from collections.abc import Callable
 from typing import TypeVar
 
+from mapreduce.core.policy import Failure, RetryPolicy, TaskRetries, judge
 from mapreduce.dataflow.commit import OutputCommitter
 from mapreduce.dataflow.runner import (
     RecordFailure,
@@ -36,11 +39,13 @@ from mapreduce.summary import JobSummary, SkippedRecord
 RecordId = TypeVar("RecordId", int, bytes)
 
 
-class _SkipBudget:
-    """How many more bad records the job may skip, and which it skipped."""
+class _Retries:
+    """Runs a task's attempts one after the other under the job's retry and skip policy
+    (:mod:`mapreduce.core.policy`, the rule the master applies), and keeps the records the
+    job skipped."""
 
-    def __init__(self, allowed: int) -> None:
-        self.allowed = allowed
+    def __init__(self, policy: RetryPolicy) -> None:
+        self.policy = policy
         self.skipped: list[SkippedRecord] = []
 
     def run(
@@ -48,23 +53,34 @@ class _SkipBudget:
         task_id: str,
         attempt_fn: Callable[[int, frozenset[RecordId]], TaskResult],
     ) -> TaskResult:
-        """Run attempts of one task until one succeeds, skipping bad records while allowed."""
-        skip: set[RecordId] = set()
+        """Run attempts of one task until one succeeds or the policy fails the task.
+
+        Raises:
+            TaskFailedError: the task failed as often as the policy allows.
+        """
+        counts = TaskRetries()
+        ids: dict[str, RecordId] = {}  # the policy's record ids -> the runner's
         attempt = 0
         while True:
+            skip = frozenset(ids[record] for record in counts.skip)
             try:
-                return attempt_fn(attempt, frozenset(skip))
-            except RecordFailure as failure:
-                if len(self.skipped) >= self.allowed or failure.record_id in skip:
-                    raise TaskFailedError(
-                        task_id, attempt, failure.label, failure.reason, failure.traceback
-                    ) from failure
-                skip.add(failure.record_id)  # type: ignore[arg-type]
-                self.skipped.append(SkippedRecord(task_id, failure.label, failure.reason))
+                return attempt_fn(attempt, skip)
+            except RecordFailure as error:
+                ids[error.record_key] = error.record_id  # type: ignore[assignment]
+                failure = Failure(error.record_key, error.label, error.reason)
+                caught: RecordFailure | TaskError = error
             except TaskError as error:
+                # A failure of this machine (a full disk) counts like any other: there is no
+                # other machine to run the attempt on, as a cluster would.
+                failure = Failure("", "", error.reason)
+                caught = error
+            verdict = judge(self.policy, counts, failure, len(self.skipped))
+            if verdict.skip:
+                self.skipped.append(SkippedRecord(task_id, failure.label, failure.reason))
+            if verdict.task_failed:
                 raise TaskFailedError(
-                    task_id, attempt, "", error.reason, error.traceback
-                ) from error
+                    task_id, attempt, failure.label, failure.reason, caught.traceback
+                ) from caught
             attempt += 1
 
 
@@ -84,7 +100,7 @@ def run_local(options: JobOptions) -> JobSummary:
     committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
     committer.prepare()
     summary = JobSummary(spec=spec)
-    budget = _SkipBudget(options.skip_bad_records)
+    retries = _Retries(RetryPolicy.for_job(spec))
     scratch = ""
     summary.phase_seconds["plan"] = time.monotonic() - started
     try:
@@ -107,7 +123,7 @@ def run_local(options: JobOptions) -> JobSummary:
                     skip=skip,
                 )
 
-            map_results.append(budget.run(map_task_id(index), map_attempt))
+            map_results.append(retries.run(map_task_id(index), map_attempt))
         summary.phase_seconds["map"] = time.monotonic() - phase_start
 
         phase_start = time.monotonic()
@@ -125,12 +141,12 @@ def run_local(options: JobOptions) -> JobSummary:
                     spec, options.job_path, partition, runs, out_path, attempt=attempt, skip=skip
                 )
 
-            result = budget.run(reduce_task_id(partition), reduce_attempt)
+            result = retries.run(reduce_task_id(partition), reduce_attempt)
             committer.commit_task(partition, result.attempt)
             summary.reduce_results.append(result)
         summary.phase_seconds["reduce"] = time.monotonic() - phase_start
 
-        summary.skipped = budget.skipped
+        summary.skipped.extend(retries.skipped)
         summary.phase_seconds["total"] = time.monotonic() - started
         committer.commit_job(summary.to_dict(), spec.num_reducers)
     except TaskFailedError as failure:

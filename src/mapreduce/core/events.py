@@ -213,7 +213,9 @@ class ReduceTaskSucceeded:
 
 @dataclass(frozen=True)
 class TaskFailed:
-    """An attempt failed; ``record`` names the record user code crashed on, if any.
+    """An attempt failed; ``record`` names the record user code crashed on, if any (its id:
+    the offset of a map input record, the hex of a reduce key), ``label`` where it is
+    (``path@offset``, ``key=...``; "" in journals written before labels were reported).
 
     ``infrastructure``: the worker's own machine failed the attempt (its work
     directory's disk is full or failing), not the task: the failure is shown
@@ -229,6 +231,7 @@ class TaskFailed:
     traceback: str = ""
     has_log: bool = False
     infrastructure: bool = False
+    label: str = ""
 
 
 @dataclass(frozen=True)

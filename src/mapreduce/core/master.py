@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
 from mapreduce.core.config import MasterConfig
+from mapreduce.core.policy import Failure, RetryPolicy, SkipNote, judge
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
 
@@ -79,9 +80,11 @@ class FailedAttempt:
     at: float
     #: the worker's machine failed it (a full disk), not the task: not counted
     infrastructure: bool = False
+    #: where the record is (``path@offset``, ``key=...``); "" in older journals
+    label: str = ""
 
     def line(self) -> str:
-        where = f" on record {self.record}" if self.record else ""
+        where = f" on record {self.label or self.record}" if self.record else ""
         note = " (an infrastructure failure: not counted)" if self.infrastructure else ""
         return (
             f"{self.task} attempt {self.attempt} on {self.worker} failed{where}: "
@@ -631,11 +634,12 @@ class MasterState:
             task,
             attempt,
             event.reason,
-            "" if event.infrastructure else event.record,
+            event.record,
             event.traceback,
             event.now,
             out,
             infrastructure=event.infrastructure,
+            label=event.label,
         )
 
     def _attempt_stalled(self, event: ev.AttemptStalled, out: list[act.Action]) -> None:
@@ -658,18 +662,15 @@ class MasterState:
         now: float,
         out: list[act.Action],
         infrastructure: bool = False,
+        label: str = "",
     ) -> None:
         self._stop_attempt(job, task, attempt, AttemptState.FAILED, now)
         if task.kind is TaskKind.REDUCE and task.commit_granted == attempt.number:
             task.commit_granted = None
-        if (
-            infrastructure
-            and task.infrastructure_failures < self.config.max_infrastructure_failures
-        ):
-            task.infrastructure_failures += 1  # the worker's machine, not the task: not counted
-        else:
-            infrastructure = False
-            task.failures += 1
+        if infrastructure:
+            record = label = ""  # the machine's fault: no record is blamed
+        failure = Failure(record, label, reason, infrastructure)
+        verdict = judge(RetryPolicy.for_job(job.spec, self.config), task, failure, job.skipped)
         job.failed_attempts += 1
         traceback = traceback[-MAX_TRACEBACK:]
         if len(job.failures) < MAX_FAILURES_KEPT:
@@ -682,26 +683,19 @@ class MasterState:
                     record,
                     traceback,
                     now,
-                    infrastructure,
+                    not verdict.counted,
+                    label,
                 )
             )
-        where = f" on record {record}" if record else ""
+        where = f" on record {label or record}" if record else ""
         task.last_error = f"{task.task_id} attempt {attempt.number} failed{where}: {reason}"
         if traceback:
             task.last_error += "\n" + traceback
-        if record:
-            count = task.record_failures.get(record, 0) + 1
-            task.record_failures[record] = count
-            if (
-                count >= self.config.record_failures_to_skip
-                and record not in task.skip
-                and job.skipped < job.spec.skip_bad_records
-            ):
-                task.skip.append(record)  # paper 4.6: the next attempt skips it
-                job.skipped += 1
-                task.failures -= count  # the record is the fault, not the task
+        if verdict.skip:
+            job.skipped += 1
+            task.skip_notes = (*task.skip_notes, SkipNote(record, label, reason))
         self._maybe_idle(job, task)
-        if task.failures >= job.spec.max_attempts:
+        if verdict.task_failed:
             self._end_job(
                 job,
                 JobState.FAILED,

@@ -19,6 +19,7 @@ from mapreduce.core.master import (
     MapOutputEntry,
     MasterState,
 )
+from mapreduce.core.policy import UNKNOWN_REASON
 from mapreduce.core.tasks import AttemptState, Task, TaskKind, TaskState
 from mapreduce.summary import JobSummary, SkippedRecord
 
@@ -157,10 +158,16 @@ def job_summary(state: MasterState, job_id: str) -> JobSummary:
     summary.map_results = [t.stats for t in job.maps if t.stats is not None]
     summary.reduce_results = [t.stats for t in job.reduces if t.stats is not None]
     for task in [*job.maps, *job.reduces]:
-        summary.skipped.extend(
-            SkippedRecord(task.task_id, record, "crashed user code in repeated attempts")
-            for record in task.skip
-        )
+        notes = {note.record: note for note in task.skip_notes}
+        for record in task.skip:
+            note = notes.get(record)  # none in journals written before notes were kept
+            summary.skipped.append(
+                SkippedRecord(
+                    task.task_id,
+                    (note and note.label) or record,
+                    (note and note.reason) or UNKNOWN_REASON,
+                )
+            )
     end = job.reduces_done_at
     if end is None:
         end = job.finished if job.finished is not None else job.submitted

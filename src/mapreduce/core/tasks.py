@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from mapreduce.core.policy import SkipNote
+
 
 class TaskKind(enum.Enum):
     MAP = "map"
@@ -86,6 +88,7 @@ class Task:
         commit_granted: the reduce attempt allowed to commit, if any.
         record_failures: how many attempts crashed on each record.
         skip: records the next attempts skip.
+        skip_notes: the skipped records with where they are and why (``_summary.json``).
         lost_outputs: how many times a completed map's output was lost.
         stats: what the completed attempt reported (None until completed).
         last_error: the reason and traceback of the last failure.
@@ -101,6 +104,8 @@ class Task:
     commit_granted: int | None = None
     record_failures: dict[str, int] = field(default_factory=dict)
     skip: list[str] = field(default_factory=list)
+    #: a tuple (a class-level default): snapshots pickled before it existed still load
+    skip_notes: tuple[SkipNote, ...] = ()
     lost_outputs: int = 0
     stats: TaskStats | None = None
     last_error: str = ""

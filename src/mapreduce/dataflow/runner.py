@@ -120,6 +120,14 @@ class RecordFailure(Exception):
         self.reason = reason
         self.traceback = tb
 
+    @property
+    def record_key(self) -> str:
+        """The record's id as the skip policy and the master name it: the offset in
+        decimal, or the key's bytes in hex."""
+        if isinstance(self.record_id, bytes):
+            return self.record_id.hex()
+        return str(self.record_id)
+
 
 class TaskError(Exception):
     """The attempt failed outside any one record (a bad key type, a failing combiner).

@@ -76,6 +76,7 @@ def _failed(e: ev.TaskFailed) -> tuple[Any, ...]:
         e.traceback,
         e.has_log,
         e.infrastructure,
+        e.label,
     )
 
 
@@ -97,8 +98,18 @@ _DECODERS: list[Callable[[tuple[Any, ...]], ev.Event]] = [
     lambda t: ev.MapTaskSucceeded(t[1], t[2], t[3], _ref_back(t[4]), _stats_back(t[5]), t[6]),
     lambda t: ev.ReduceCommitRequested(t[1], t[2], t[3], _ref_back(t[4])),
     lambda t: ev.ReduceTaskSucceeded(t[1], t[2], t[3], _ref_back(t[4]), _stats_back(t[5]), t[6]),
+    # Older records end before ``infrastructure`` (index 9) or before ``label`` (index 10).
     lambda t: ev.TaskFailed(
-        t[1], t[2], t[3], _ref_back(t[4]), t[5], t[6], t[7], t[8], len(t) > 9 and t[9]
+        t[1],
+        t[2],
+        t[3],
+        _ref_back(t[4]),
+        t[5],
+        t[6],
+        t[7],
+        t[8],
+        len(t) > 9 and t[9],
+        t[10] if len(t) > 10 else "",
     ),
     lambda t: ev.FetchFailed(t[1], t[2], t[3], _ref_back(t[4]), t[5], t[6]),
 ]

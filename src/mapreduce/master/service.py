@@ -254,6 +254,7 @@ class MasterService(pb_grpc.MasterServicer):
                 request.record[:MAX_REASON],
                 request.traceback[-MAX_TRACEBACK:],
                 infrastructure=request.infrastructure,
+                label=request.record_label[:MAX_REASON],
             ),
             self._log(w, ref, request.log),
         )

@@ -183,8 +183,11 @@ def job_page(view: dict[str, Any]) -> str:
     )
     skipped = (
         _table(
-            ["task", "record"],
-            [[escape(s["task"]), escape(s["record"])] for s in view["skipped_records"]],
+            ["task", "record", "reason"],
+            [
+                [escape(s["task"]), escape(s["record"]), escape(s["reason"])]
+                for s in view["skipped_records"]
+            ],
         )
         if view["skipped_records"]
         else "<p>none</p>"

@@ -81,13 +81,15 @@ def job_view(driver: MasterDriver, job_id: str) -> dict[str, Any]:
                     "attempt": f.attempt,
                     "worker": f.worker,
                     "reason": f.reason,
-                    "record": f.record,
+                    "record": f.label or f.record,
                     "traceback": f.traceback,
                     "infrastructure": f.infrastructure,
                 }
                 for f in detail.failures
             ],
-            "skipped_records": [{"task": s.task, "record": s.record} for s in summary.skipped],
+            "skipped_records": [
+                {"task": s.task, "record": s.record, "reason": s.reason} for s in summary.skipped
+            ],
             "tasks": [
                 {
                     **dataclasses.asdict(row),

@@ -481,7 +481,9 @@ class Worker:
             directory, f"{ref.kind.value}-{ref.index:05d}.attempt-{ref.attempt}.log"
         )
 
-    def _report_failure(self, running: _Running, record: str, reason: str, tb: str) -> None:
+    def _report_failure(
+        self, running: _Running, record: str, reason: str, tb: str, label: str = ""
+    ) -> None:
         if running.killed.is_set():
             return
         if running.machine_fault:
@@ -501,6 +503,7 @@ class Worker:
                     traceback=tb,
                     log=log_tail,
                     infrastructure=running.machine_fault,
+                    record_label=label,
                 ),
             )
         except grpc.RpcError as exc:
@@ -580,7 +583,9 @@ class Worker:
                 running.machine_fault = self._machine_fault(outcome.errno)
             shutil.rmtree(workdir, ignore_errors=True)
             if outcome.result is None:
-                self._report_failure(running, outcome.record, outcome.reason, outcome.traceback)
+                self._report_failure(
+                    running, outcome.record, outcome.reason, outcome.traceback, outcome.label
+                )
             return
         self.registry.add((ref.job_id, ref.index, ref.attempt), workdir)
         self._master_call(
@@ -711,7 +716,9 @@ class Worker:
                 if os.path.exists(out_path):
                     os.remove(out_path)
                 if outcome.result is None:
-                    self._report_failure(running, outcome.record, outcome.reason, outcome.traceback)
+                    self._report_failure(
+                        running, outcome.record, outcome.reason, outcome.traceback, outcome.label
+                    )
                 return
             reply = self._master_call(
                 "RequestCommit",

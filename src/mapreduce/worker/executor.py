@@ -40,7 +40,8 @@ def start_fork_server() -> None:
 
 @dataclass(frozen=True)
 class AttemptOutcome:
-    """How an attempt ended: a result, or a failure (with the record, if one is to blame).
+    """How an attempt ended: a result, or a failure (with the record, if one is to blame:
+    ``record`` its id, ``label`` where it is).
 
     ``errno``: the machine failed it (a full disk, an I/O error, too many open
     files): the ``errno`` of that error; 0 otherwise.
@@ -51,6 +52,7 @@ class AttemptOutcome:
     reason: str = ""
     traceback: str = ""
     errno: int = 0
+    label: str = ""
 
 
 #: How much of the end of an attempt's log goes to the master with its report.
@@ -102,12 +104,14 @@ def _child_main(
             result = run_reduce_task(progress=progress, **kwargs)
         message = ("ok", result)
     except RecordFailure as failure:
-        record = (
-            failure.record_id.hex()
-            if isinstance(failure.record_id, bytes)
-            else str(failure.record_id)
+        message = (
+            "failed",
+            failure.record_key,
+            failure.reason,
+            failure.traceback,
+            0,
+            failure.label,
         )
-        message = ("failed", record, f"{failure.label}: {failure.reason}", failure.traceback, 0)
     except InfrastructureError as error:
         message = ("failed", "", error.reason, error.traceback, error.errno)
     except TaskError as error:
@@ -167,5 +171,10 @@ class ChildAttempt:
         if message[0] == "ok":
             return AttemptOutcome(message[1])
         return AttemptOutcome(
-            None, record=message[1], reason=message[2], traceback=message[3], errno=message[4]
+            None,
+            record=message[1],
+            reason=message[2],
+            traceback=message[3],
+            errno=message[4],
+            label=message[5] if len(message) > 5 else "",
         )

@@ -262,7 +262,7 @@ class ReportReduceDoneRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
 
 class ReportTaskFailedRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log", "infrastructure")
+    __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log", "infrastructure", "record_label")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -270,6 +270,7 @@ class ReportTaskFailedRequest(_message.Message):
     TRACEBACK_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
     INFRASTRUCTURE_FIELD_NUMBER: _ClassVar[int]
+    RECORD_LABEL_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     reason: str
@@ -277,7 +278,8 @@ class ReportTaskFailedRequest(_message.Message):
     traceback: str
     log: str
     infrastructure: bool
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ..., log: _Optional[str] = ..., infrastructure: _Optional[bool] = ...) -> None: ...
+    record_label: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., reason: _Optional[str] = ..., record: _Optional[str] = ..., traceback: _Optional[str] = ..., log: _Optional[str] = ..., infrastructure: _Optional[bool] = ..., record_label: _Optional[str] = ...) -> None: ...
 
 class ReportFetchFailedRequest(_message.Message):
     __slots__ = ("worker", "reduce_attempt", "map_index", "map_attempt", "error")
