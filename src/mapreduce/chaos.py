@@ -14,6 +14,10 @@ and backup tasks work on their own jobs; the output is still the same as with
 
 Every injected fault is counted: ``_summary.json`` and the end-of-job summary
 say how many of each kind, and the status page shows them as they happen.
+
+Injected faults never fail a job on their own: a map output loses at most
+:data:`MAX_DROPS` fetches to ``drop-fetch`` (the master gives up on an output lost
+more than 4 times) and a task at most one attempt to ``crash-task``.
 """
 
 from __future__ import annotations
@@ -27,6 +31,8 @@ from mapreduce.errors import UsageError
 
 #: How long a slow worker waits before each task.
 SLOW_SECONDS = 3.0
+#: Injected fetch failures of one map output, at most (below the master's limit of losses).
+MAX_DROPS = 2
 KINDS = ("kill-worker", "drop-fetch", "crash-task", "slow-worker")
 
 
@@ -97,22 +103,34 @@ class Injector:
         self._record = record
         self._lock = threading.Lock()
 
-    def _happens(self, probability: float, kind: str) -> bool:
+    def _happens(self, probability: float, kind: str, *slots: str) -> bool:
+        """Draw; a hit also needs one of ``slots`` free (claimed across the cluster's processes)."""
         with self._lock:
             hit = self._random.random() < probability
+        if hit and slots:
+            hit = any(self._claim(slot) for slot in slots)
         if hit:
             self.count(kind)
         return hit
+
+    def _claim(self, slot: str) -> bool:
+        path = os.path.join(os.path.dirname(self._record), "claimed-" + slot)
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+        except FileExistsError:
+            return False
+        return True
 
     def count(self, kind: str) -> None:
         with self._lock, open(self._record, "a", encoding="utf-8") as f:
             f.write(kind + "\n")
 
-    def drop_fetch(self) -> bool:
-        return self._happens(self.spec.drop_fetch, "drop-fetch")
+    def drop_fetch(self, job_id: str, map_index: int) -> bool:
+        slots = [f"drop-{job_id}-{map_index}-{n}" for n in range(MAX_DROPS)]
+        return self._happens(self.spec.drop_fetch, "drop-fetch", *slots)
 
-    def crash_task(self) -> bool:
-        return self._happens(self.spec.crash_task, "crash-task")
+    def crash_task(self, job_id: str, task: str) -> bool:
+        return self._happens(self.spec.crash_task, "crash-task", f"crash-{job_id}-{task}")
 
     def kill_worker(self) -> bool:
         return self._happens(self.spec.kill_worker, "kill-worker")
@@ -139,7 +157,7 @@ def injected(directory: str) -> dict[str, int]:
         try:
             with open(os.path.join(directory, name), encoding="utf-8") as f:
                 for line in f:
-                    if line.strip() in counts:
+                    if line.strip() in counts and not name.startswith("claimed-"):
                         counts[line.strip()] += 1
         except OSError:
             continue

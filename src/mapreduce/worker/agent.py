@@ -453,6 +453,11 @@ class Worker:
             target=self._supervise, args=(target, running, assignment), daemon=True
         ).start()
 
+    def _chaos_crash(self, ref: AttemptRef) -> bool:
+        """Whether --chaos crashes this attempt's task process."""
+        task = f"{ref.kind.value}-{ref.index:05d}"
+        return self.chaos is not None and self.chaos.crash_task(ref.job_id, task)
+
     def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
         try:
             if self.chaos is not None:
@@ -575,7 +580,7 @@ class Worker:
             self._log_path(ref),
         )
         running.child = child
-        if running.killed.is_set() or (self.chaos is not None and self.chaos.crash_task()):
+        if running.killed.is_set() or self._chaos_crash(ref):
             child.kill()  # killed, or a crash that --chaos injects
         outcome = child.wait()
         if running.killed.is_set() or outcome.result is None:
@@ -636,7 +641,7 @@ class Worker:
                     if map_index in fetched or map_index in busy:
                         continue
                     dest = os.path.join(workdir, f"map-{map_index:05d}.run")
-                    if self.chaos is not None and self.chaos.drop_fetch():
+                    if self.chaos is not None and self.chaos.drop_fetch(ref.job_id, map_index):
                         future = pool.submit(_dropped_fetch)
                         pending[future] = (map_index, map_attempt, dest)
                         continue
@@ -707,7 +712,7 @@ class Worker:
                 self._log_path(ref),
             )
             running.child = child
-            if running.killed.is_set() or (self.chaos is not None and self.chaos.crash_task()):
+            if running.killed.is_set() or self._chaos_crash(ref):
                 child.kill()  # killed, or a crash that --chaos injects
             outcome = child.wait()
             if running.killed.is_set() or outcome.result is None:
