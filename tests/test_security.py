@@ -6,6 +6,11 @@ added later cannot be forgotten.
 
 from __future__ import annotations
 
+import os
+import ssl
+import subprocess
+import sys
+import urllib.request
 from pathlib import Path
 
 import grpc
@@ -15,8 +20,8 @@ from mapreduce.cluster import EmbeddedCluster
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.security import Security
-from tests.conftest import run_cli
-from tests.daemons import wait_until
+from tests.conftest import EXAMPLES, run_cli
+from tests.daemons import free_port, kill_group, wait_until
 
 
 def _call(channel: grpc.Channel, service: str, method: object) -> None:
@@ -71,3 +76,122 @@ def test_serving_beyond_loopback_without_the_secret_is_refused(tmp_path: Path) -
     assert run_cli("secret", secret).returncode == 0
     assert oct(secret.stat().st_mode & 0o777) == "0o600"
     assert run_cli("secret", secret).returncode == 2  # never overwrites a secret
+
+
+def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
+    """A CA, and a certificate it signed for 127.0.0.1 (every process of the test uses it)."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    def name(text: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (
+        x509.CertificateBuilder()
+        .subject_name(name("mapreduce test CA"))
+        .issuer_name(name("mapreduce test CA"))
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name("127.0.0.1"))
+        .issuer_name(ca.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+            critical=False,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
+    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    paths[2].write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return paths
+
+
+def test_a_job_runs_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
+    tmp_path: Path,
+) -> None:
+    ca, cert, key = make_certificates(tmp_path)
+    secret = tmp_path / "secret"
+    assert run_cli("secret", secret).returncode == 0
+    tls = ["--secret-file", str(secret), "--tls-ca", str(ca), "--tls-cert", str(cert),
+           "--tls-key", str(key)]  # fmt: skip
+    address, http = f"127.0.0.1:{free_port()}", free_port()
+    master = subprocess.Popen(
+        [sys.executable, "-m", "mapreduce", "master", "--listen", address,
+         "--http-port", str(http), *tls],
+        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True, start_new_session=True,
+    )  # fmt: skip
+    worker = None
+    try:
+        assert master.stdout is not None
+        wait_until(lambda: "status page" in master.stdout.readline(), "the master")  # type: ignore[union-attr]
+        worker = subprocess.Popen(
+            [sys.executable, "-m", "mapreduce", "worker", "--master", address,
+             "--workdir", str(tmp_path / "w"), *tls],
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )  # fmt: skip
+        inputs = tmp_path / "in"
+        inputs.mkdir()
+        (inputs / "a.txt").write_text("to be or not to be\n" * 100)
+        done = run_cli(
+            "submit", EXAMPLES / "wordcount.py", "-i", inputs, "-o", tmp_path / "out",
+            "--master", address, "--wait", "-q", *tls,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        local = run_cli("run", EXAMPLES / "wordcount.py", "-i", inputs, "-o", tmp_path / "local",
+                        "--local", "-q")  # fmt: skip
+        assert local.returncode == 0
+        assert (tmp_path / "out" / "part-00000").read_text() == (
+            tmp_path / "local" / "part-00000"
+        ).read_text()
+        for partial in (
+            ["--secret-file", str(secret), "--tls-ca", str(ca)],  # TLS, but no client certificate
+            ["--secret-file", str(secret)],  # no TLS at all
+        ):
+            refused = subprocess.run(
+                [sys.executable, "-m", "mapreduce", "status", "--master", address, *partial],
+                capture_output=True,
+                text=True,
+                env={**os.environ, "MAPREDUCE_RETRY_SECONDS": "1"},
+                timeout=60,
+                check=False,
+            )
+            assert refused.returncode == 1, (partial, refused.stdout)
+            assert "cannot reach the master" in refused.stderr
+        # the status page is HTTPS with the master's certificate
+        context = ssl.create_default_context(cafile=str(ca))
+        request = urllib.request.Request(
+            f"https://127.0.0.1:{http}/api/cluster",
+            headers={"Authorization": f"Bearer {secret.read_text().strip()}"},
+        )
+        with urllib.request.urlopen(request, context=context, timeout=30) as reply:
+            assert reply.status == 200
+    finally:
+        for process in (worker, master):
+            if process is not None:
+                kill_group(process)  # type: ignore[arg-type]

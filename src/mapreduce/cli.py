@@ -219,6 +219,30 @@ def _add_secret_flag(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="the cluster secret every call carries (default $MAPREDUCE_SECRET_FILE)",
     )
+    _add_tls_flags(parser)
+
+
+def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--tls-cert",
+        default=os.environ.get("MAPREDUCE_TLS_CERT", ""),
+        metavar="PEM",
+        help="this process's TLS certificate: servers present it, and clients to servers "
+        "that demand mutual TLS ($MAPREDUCE_TLS_CERT)",
+    )
+    parser.add_argument(
+        "--tls-key",
+        default=os.environ.get("MAPREDUCE_TLS_KEY", ""),
+        metavar="PEM",
+        help="the private key of --tls-cert ($MAPREDUCE_TLS_KEY)",
+    )
+    parser.add_argument(
+        "--tls-ca",
+        default=os.environ.get("MAPREDUCE_TLS_CA", ""),
+        metavar="PEM",
+        help="the CA that signed the cluster's certificates: clients verify servers with it, "
+        "and a server given it demands client certificates (mutual TLS) ($MAPREDUCE_TLS_CA)",
+    )
 
 
 def _add_cluster_parsers(
@@ -261,6 +285,7 @@ def _add_cluster_parsers(
         "$MAPREDUCE_SECRET_FILE. Mandatory with --peers: it authenticates and encrypts the "
         "candidates' Raft traffic",
     )
+    _add_tls_flags(master)
     master.add_argument(
         "--state-dir",
         default="",
@@ -588,7 +613,10 @@ def _master(args: argparse.Namespace) -> int:
         print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
     print(f"master listening on {host}:{port}", flush=True)
     secret = _security(args).secret
-    status = None if args.no_http else StatusServer(driver, host, args.http_port, secret).start()
+    tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
+    status = (
+        None if args.no_http else StatusServer(driver, host, args.http_port, secret, tls).start()
+    )
     if status is not None:
         print(f"status page: {status.url}", flush=True)
     try:
@@ -618,10 +646,28 @@ def read_secret(path: str, flag: str = "--secret-file") -> bytes:
 
 
 def _security(args: argparse.Namespace) -> Any:
-    """The cluster secret of --secret-file (or $MAPREDUCE_SECRET_FILE), if any."""
+    """The cluster secret (--secret-file) and TLS files (--tls-cert, --tls-key, --tls-ca)."""
     from mapreduce.rpc.security import Security
 
-    return Security(read_secret(args.secret_file) if args.secret_file else b"")
+    def read(flag: str, path: str) -> bytes:
+        if not path:
+            return b""
+        try:
+            with open(path, "rb") as f:
+                return f.read()
+        except OSError as exc:
+            raise UsageError(f"{flag} {path}: {exc.strerror}") from None
+
+    cert = read("--tls-cert", getattr(args, "tls_cert", ""))
+    key = read("--tls-key", getattr(args, "tls_key", ""))
+    if bool(cert) != bool(key):
+        raise UsageError("--tls-cert and --tls-key go together")
+    return Security(
+        read_secret(args.secret_file) if args.secret_file else b"",
+        cert,
+        key,
+        read("--tls-ca", getattr(args, "tls_ca", "")),
+    )
 
 
 def _refuse_open_binding(listen: str, security: Any, flag: str = "--listen") -> None:
@@ -728,6 +774,7 @@ def _worker(args: argparse.Namespace) -> int:
             name=args.name,
             advertise=args.advertise,
             secret=_security(args).secret,
+            security=_security(args),
             shuffle_idle_timeout=args.shuffle_idle_timeout,
             chaos=_injector(args),
         )

@@ -10,6 +10,7 @@ a job twice.
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -24,8 +25,8 @@ from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.master_client import MasterClient
 from mapreduce.rpc.security import Security
 
-#: How long a client waits for an unreachable master before giving up.
-RETRY_SECONDS = 120.0
+#: How long a client waits for an unreachable master before giving up ($MAPREDUCE_RETRY_SECONDS).
+RETRY_SECONDS = float(os.environ.get("MAPREDUCE_RETRY_SECONDS", "120"))
 #: Timeout of one call.
 CALL_TIMEOUT = 30.0
 

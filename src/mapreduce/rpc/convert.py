@@ -180,7 +180,11 @@ def start_grpc_server(
         interceptors=(security or Security()).interceptors(),
     )
     register(server)
-    port = server.add_insecure_port(listen)
+    credentials = (security or Security()).server_credentials()
+    if credentials is not None:
+        port = server.add_secure_port(listen, credentials)
+    else:
+        port = server.add_insecure_port(listen)
     if port == 0:
         raise OSError(f"cannot listen on {listen}")
     server.start()

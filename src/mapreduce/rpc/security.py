@@ -28,16 +28,45 @@ class Security:
 
     Attributes:
         secret: the cluster secret (empty: none).
+        cert, key: this process's TLS certificate chain and private key (PEM): servers
+            present them; clients present them to servers that demand mutual TLS.
+        ca: the CA certificate (PEM) peers are verified with: clients check servers with
+            it, and a server given it demands a client certificate it signed (mutual TLS).
     """
 
     secret: bytes = b""
+    cert: bytes = b""
+    key: bytes = b""
+    ca: bytes = b""
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.ca or self.cert)
 
     def channel(self, address: str, options: list[tuple[str, Any]]) -> grpc.Channel:
-        """A channel to ``address`` whose every call carries the secret."""
-        channel = grpc.insecure_channel(address, options=options)
+        """A channel to ``address`` (TLS when configured) whose every call carries the secret."""
+        if self.tls:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.ca or None,
+                private_key=self.key or None,
+                certificate_chain=self.cert or None,
+            )
+            channel = grpc.secure_channel(address, credentials, options=options)
+        else:
+            channel = grpc.insecure_channel(address, options=options)
         if self.secret:
             channel = grpc.intercept_channel(channel, _SendSecret(self.secret))
         return channel
+
+    def server_credentials(self) -> grpc.ServerCredentials | None:
+        """A server's TLS credentials (mutual with a CA), or None without a certificate."""
+        if not self.cert:
+            return None
+        return grpc.ssl_server_credentials(
+            [(self.key, self.cert)],
+            root_certificates=self.ca or None,
+            require_client_auth=bool(self.ca),
+        )
 
     def interceptors(self) -> list[grpc.ServerInterceptor]:
         """What a server adds so that it refuses calls without the secret."""

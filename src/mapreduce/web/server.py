@@ -26,6 +26,7 @@ import hashlib
 import hmac
 import html
 import json
+import ssl
 import threading
 from collections.abc import Callable
 from http import HTTPStatus
@@ -182,11 +183,24 @@ class StatusServer:
     the overview with a ``?token=`` that logs a browser in.
     """
 
-    def __init__(self, driver: MasterDriver, host: str, port: int, secret: bytes = b"") -> None:
+    def __init__(
+        self,
+        driver: MasterDriver,
+        host: str,
+        port: int,
+        secret: bytes = b"",
+        tls: tuple[str, str] | None = None,
+    ) -> None:
         self.httpd = ThreadingHTTPServer((host, port), _handler(driver, secret))
         self.httpd.daemon_threads = True
+        scheme = "http"
+        if tls is not None:  # HTTPS with the master's certificate (cert file, key file)
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self.httpd.socket = context.wrap_socket(self.httpd.socket, server_side=True)
+            scheme = "https"
         self.port = self.httpd.server_address[1]
-        self.url = f"http://{host}:{self.port}/"
+        self.url = f"{scheme}://{host}:{self.port}/"
         self.login_url = f"{self.url}?token={status_token(secret)}" if secret else self.url
         self._thread = threading.Thread(
             target=self.httpd.serve_forever,

@@ -74,6 +74,7 @@ class WorkerConfig:
             wildcard (0.0.0.0, ::).
         shuffle_idle_timeout: a fetch whose client reads nothing this long is ended.
         chaos: the faults to inject (``mapreduce run --chaos``), if any.
+        security: the secret and TLS files of its servers and channels (default: ``secret``).
     """
 
     master: str
@@ -86,6 +87,7 @@ class WorkerConfig:
     secret: bytes = b""
     shuffle_idle_timeout: float = IDLE_TIMEOUT
     chaos: Injector | None = None
+    security: Security | None = None
 
 
 def _dropped_fetch() -> int:
@@ -139,7 +141,7 @@ class Worker:
 
     def __init__(self, config: WorkerConfig) -> None:
         self.config = config
-        self.security = Security(config.secret)
+        self.security = config.security or Security(config.secret)
         self.chaos = config.chaos
         # Without --workdir the worker uses a temporary directory and removes it on exit.
         self._own_workdir = not config.workdir

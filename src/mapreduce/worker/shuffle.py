@@ -236,7 +236,11 @@ class ShuffleServer:
             ),
             server,
         )
-        port = server.add_insecure_port(listen)
+        credentials = self._security.server_credentials()
+        if credentials is not None:
+            port = server.add_secure_port(listen, credentials)
+        else:
+            port = server.add_insecure_port(listen)
         if port == 0:
             raise OSError(f"cannot listen on {listen}")
         await server.start()
