@@ -246,9 +246,13 @@ class Worker:
                 continue
             shutil.rmtree(path, ignore_errors=True)
 
-    def _register(self, rejoin: bool = False) -> None:
+    def _register(self, rejoin: bool = False, incarnation: str = "") -> None:
+        """Register (``incarnation``: a new one, used by every call once the master has it)."""
+        identity = self.identity()
+        if incarnation:
+            identity = pb.WorkerIdentity(worker_id=self.worker_id, incarnation=incarnation)
         request = pb.RegisterWorkerRequest(
-            worker=self.identity(),
+            worker=identity,
             shuffle_address=self.address,
             slots=self.config.slots,
             protocol_version=convert.PROTOCOL_VERSION,
@@ -272,7 +276,7 @@ class Worker:
             "worker %s %s (incarnation %s, master epoch %d)",
             self.worker_id,
             "rejoined" if rejoin else "registered",
-            self.incarnation,
+            identity.incarnation,
             reply.epoch,
         )
 
@@ -309,9 +313,12 @@ class Worker:
             for job_id in jobs:
                 shutil.rmtree(os.path.join(self.workdir, job_id), ignore_errors=True)
             self._remove_old_outputs()
-        self.incarnation = uuid.uuid4().hex
         self.epoch = 0  # the fence is per incarnation: a new master may count from 1 again
-        self._register()
+        # The new incarnation is used only once the master knows it: a request made with it
+        # before would be told to register again, and a second new incarnation would follow.
+        incarnation = uuid.uuid4().hex
+        self._register(incarnation=incarnation)
+        self.incarnation = incarnation
 
     def _heartbeat_loop(self) -> None:
         while not self.stopping.wait(self.heartbeat_interval):
