@@ -22,6 +22,7 @@ R, and the time a new master takes to recover the journal of the finished job.
 from __future__ import annotations
 
 import argparse
+import functools
 import heapq
 import os
 import random
@@ -294,13 +295,10 @@ def main(argv: list[str] | None = None) -> int:
     outcome = simulate(args.maps, args.reduces, args.workers, args.fail, args.seed, trace=False)
     scratch = tempfile.mkdtemp(prefix="master-sim-", dir=args.work_dir)
     try:
-        journaled = simulate(
-            args.maps,
-            args.reduces,
-            args.workers,
-            args.fail,
-            args.seed,
-            trace=False,
+        job = functools.partial(
+            simulate, args.maps, args.reduces, args.workers, args.fail, args.seed, False
+        )
+        journaled = job(
             journal=FileJournal(os.path.join(scratch, "journal")),
             output=os.path.join(scratch, "out"),
         )
@@ -309,13 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.raft:
             log = ReplicatedLog(os.path.join(scratch, "raft"))
             try:
-                replicated = simulate(
-                    args.maps,
-                    args.reduces,
-                    args.workers,
-                    args.fail,
-                    args.seed,
-                    trace=False,
+                replicated = job(
                     journal=log.journal,
                     output=os.path.join(scratch, "out-raft"),
                 )

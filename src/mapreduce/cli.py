@@ -212,6 +212,15 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
     )
 
 
+def _add_master_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--master",
+        required=True,
+        metavar="HOST:PORT[,HOST:PORT...]",
+        help="the master, or every master candidate (the leader is followed)",
+    )
+
+
 def _add_secret_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--secret-file",
@@ -334,12 +343,7 @@ def _add_cluster_parsers(
 
     worker = subparsers.add_parser("worker", help="run a worker daemon")
     _add_secret_flag(worker)
-    worker.add_argument(
-        "--master",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the master, or every master candidate (the leader is followed)",
-    )
+    _add_master_flag(worker)
     worker.add_argument(
         "--listen",
         default="127.0.0.1:0",
@@ -388,12 +392,7 @@ def _add_cluster_parsers(
     submit = subparsers.add_parser("submit", help="submit a job to a running master")
     _add_secret_flag(submit)
     _add_job_flags(submit)
-    submit.add_argument(
-        "--master",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the master, or every master candidate (the leader is followed)",
-    )
+    _add_master_flag(submit)
     submit.add_argument(
         "--wait",
         action="store_true",
@@ -407,24 +406,14 @@ def _add_cluster_parsers(
 
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
     _add_secret_flag(status)
-    status.add_argument(
-        "--master",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the master, or every master candidate (the leader is followed)",
-    )
+    _add_master_flag(status)
     status.add_argument("--json", action="store_true", help="print JSON")
     status.add_argument("--job", metavar="JOB_ID", help="show one job and its summary")
 
     cancel = subparsers.add_parser("cancel", help="cancel a queued or running job")
     _add_secret_flag(cancel)
     cancel.add_argument("job", metavar="JOB_ID")
-    cancel.add_argument(
-        "--master",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the master, or every master candidate (the leader is followed)",
-    )
+    _add_master_flag(cancel)
 
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
@@ -432,12 +421,7 @@ def _add_cluster_parsers(
     _add_secret_flag(logs)
     logs.add_argument("job", metavar="JOB_ID")
     logs.add_argument("task", metavar="TASK", help="map-00003 or reduce-00001")
-    logs.add_argument(
-        "--master",
-        required=True,
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="the master, or every master candidate (the leader is followed)",
-    )
+    _add_master_flag(logs)
 
 
 def build_parser() -> argparse.ArgumentParser:

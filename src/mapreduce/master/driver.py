@@ -225,7 +225,8 @@ class MasterDriver:
             )
         ):
             seq = self.journal.append(codec.encode(event))
-            if self.journal.records_since_snapshot() >= self._snapshot_threshold():
+            pending = self.journal.records_since_snapshot()
+            if pending >= SNAPSHOT_EVERY and pending >= self._snapshot_threshold():
                 self.journal.write_snapshot(
                     pickle.dumps(self.state, protocol=pickle.HIGHEST_PROTOCOL)
                 )

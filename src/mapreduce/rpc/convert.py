@@ -180,12 +180,6 @@ def start_grpc_server(
         interceptors=(security or Security()).interceptors(),
     )
     register(server)
-    credentials = (security or Security()).server_credentials()
-    if credentials is not None:
-        port = server.add_secure_port(listen, credentials)
-    else:
-        port = server.add_insecure_port(listen)
-    if port == 0:
-        raise OSError(f"cannot listen on {listen}")
+    port = (security or Security()).add_port(server, listen)
     server.start()
     return server, port

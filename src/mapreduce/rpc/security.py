@@ -68,6 +68,21 @@ class Security:
             require_client_auth=bool(self.ca),
         )
 
+    def add_port(self, server: Any, listen: str) -> int:
+        """Serve ``server`` (sync or aio) on ``listen``, over TLS when configured.
+
+        Raises:
+            OSError: the address cannot be bound.
+        """
+        credentials = self.server_credentials()
+        if credentials is not None:
+            port = int(server.add_secure_port(listen, credentials))
+        else:
+            port = int(server.add_insecure_port(listen))
+        if port == 0:
+            raise OSError(f"cannot listen on {listen}")
+        return port
+
     def interceptors(self) -> list[grpc.ServerInterceptor]:
         """What a server adds so that it refuses calls without the secret."""
         return [_CheckSecret(self.secret)] if self.secret else []

@@ -236,13 +236,7 @@ class ShuffleServer:
             ),
             server,
         )
-        credentials = self._security.server_credentials()
-        if credentials is not None:
-            port = server.add_secure_port(listen, credentials)
-        else:
-            port = server.add_insecure_port(listen)
-        if port == 0:
-            raise OSError(f"cannot listen on {listen}")
+        port = self._security.add_port(server, listen)
         await server.start()
         self._server = server
         return port
