@@ -59,14 +59,25 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
         required=True,
         metavar="PATH",
         help="input files, directories (read recursively; names starting with _ or . are "
-        "skipped) or glob patterns; repeatable",
+        "skipped) or glob patterns, as paths or URLs (s3://bucket/prefix, gs://, az://, "
+        "file://); repeatable",
     )
     parser.add_argument(
         "--output",
         "-o",
         required=True,
         metavar="DIR",
-        help="output directory; must not exist unless --overwrite",
+        help="output directory or URL (s3://bucket/prefix...); must not exist unless --overwrite",
+    )
+    parser.add_argument(
+        "--storage-option",
+        action="append",
+        type=_storage_option,
+        default=[],
+        metavar="KEY=VALUE",
+        help="an option of the store of URL inputs and outputs (for S3: endpoint_url, key, "
+        "secret, anon=true...; the store's environment is used too); values are never "
+        "shown; repeatable",
     )
     parser.add_argument(
         "--reducers",
@@ -452,7 +463,17 @@ def _job_options(args: argparse.Namespace) -> JobOptions:
         max_attempts=args.max_attempts,
         backup_tasks=args.backup_tasks,
         py_files=tuple(args.py_files),
+        storage_options=dict(args.storage_option),
     )
+
+
+def _storage_option(text: str) -> tuple[str, str]:
+    from mapreduce.dataflow.storage import parse_storage_option
+
+    try:
+        return parse_storage_option(text)
+    except UsageError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _follow(

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from typing import TypeVar
 
 from mapreduce.core.policy import Failure, RetryPolicy, TaskRetries, judge
-from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.dataflow.commit import output_committer
 from mapreduce.dataflow.runner import (
     RecordFailure,
     TaskError,
@@ -97,14 +97,23 @@ def run_local(options: JobOptions) -> JobSummary:
     started = time.monotonic()
     _job, spec = plan_job(options)
     splits = spec.splits
-    committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
-    committer.prepare()
+    scratch = tempfile.mkdtemp(prefix=f"mapreduce-{spec.job_id}-")
+    committer = output_committer(
+        spec.output,
+        spec.job_id,
+        overwrite=spec.overwrite,
+        options=spec.storage_options,
+        scratch=scratch,
+    )
+    try:
+        committer.prepare()
+    except BaseException:
+        shutil.rmtree(scratch, ignore_errors=True)
+        raise
     summary = JobSummary(spec=spec)
     retries = _Retries(RetryPolicy.for_job(spec))
-    scratch = ""
     summary.phase_seconds["plan"] = time.monotonic() - started
     try:
-        scratch = tempfile.mkdtemp(prefix=f"mapreduce-{spec.job_id}-")
         phase_start = time.monotonic()
         map_results: list[TaskResult] = []
         summary.map_results = map_results  # type: ignore[assignment]
@@ -159,6 +168,5 @@ def run_local(options: JobOptions) -> JobSummary:
         committer.abort()
         raise
     finally:
-        if scratch:
-            shutil.rmtree(scratch, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
     return summary

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from mapreduce import context
 from mapreduce.core.spec import MAX_ATTEMPTS, MAX_REDUCERS, MAX_SPLITS, InputSplit, JobSpec
+from mapreduce.dataflow import storage
 from mapreduce.dataflow.formats import INPUT_FORMATS, read_split
 from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample
@@ -49,6 +50,7 @@ class JobOptions:
         max_attempts: failed attempts of a task before the job fails (distributed).
         backup_tasks: start backup attempts of stragglers (distributed).
         py_files: helper modules or package directories shipped with the job.
+        storage_options: ``--storage-option KEY=VALUE`` values for URL inputs and outputs.
     """
 
     job_path: str
@@ -66,6 +68,7 @@ class JobOptions:
     max_attempts: int = 4
     backup_tasks: bool = True
     py_files: tuple[str, ...] = ()
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
 
     def validate(self) -> None:
         """Reject impossible values, naming the flag.
@@ -105,10 +108,19 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
     options.validate()
     job = load_job(options.job_path)
     input_format = options.input_format or job.input_format or "lines"
+    inputs = tuple(storage.normalize(path) for path in options.inputs)
+    output = storage.normalize(options.output)
+    stores = options.storage_options
     # Absolute paths: the same keys (path, offset) whichever directory or machine runs a task.
-    files = [os.path.abspath(path) for path in expand_inputs(options.inputs)]
-    check_output_apart(options.output, input_roots(options.inputs))
-    splits = plan_splits(files, input_format, options.split_size)
+    sizes: dict[str, int] = {}
+    files = [
+        path if storage.is_url(path) else os.path.abspath(path)
+        for path in expand_inputs(inputs, stores, sizes)
+    ]
+    check_output_apart(output, input_roots(inputs))
+    if storage.is_url(output):
+        check_store_output(output, options)
+    splits = plan_splits(files, input_format, options.split_size, sizes, stores)
     if len(splits) > MAX_SPLITS:
         raise UsageError(
             f"the input makes {len(splits)} map tasks at --split-size {options.split_size}; "
@@ -127,7 +139,7 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
         params=dict(options.params),
         memory_bytes=options.memory_mb << 20,
         use_combiner=options.use_combiner,
-        output=os.path.normpath(os.path.abspath(options.output)),
+        output=output if storage.is_url(output) else os.path.normpath(os.path.abspath(output)),
         splits=tuple(splits),
         overwrite=options.overwrite,
         max_attempts=options.max_attempts,
@@ -135,6 +147,7 @@ def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:
         backup_tasks=options.backup_tasks,
         job_source=source,
         py_files=py_files,
+        storage_options=dict(stores),
     )
     if job.setup_fn is not None:
         check_setup(job, spec)
@@ -152,9 +165,11 @@ def check_output_apart(output: str, inputs: list[str]) -> None:
     Raises:
         UsageError: naming the output and the input.
     """
-    out = os.path.realpath(output)
+    out = output if storage.is_url(output) else os.path.realpath(output)
     for path in inputs:
-        real = os.path.realpath(path)
+        if storage.is_url(path) != storage.is_url(output):
+            continue  # a store and a file system never overlap
+        real = path if storage.is_url(path) else os.path.realpath(path)
         if out == real:
             raise UsageError(f"--output {output} is the input {path}: it would be destroyed")
         if _inside(real, out):
@@ -166,6 +181,22 @@ def check_output_apart(output: str, inputs: list[str]) -> None:
                 f"--output {output} is inside the input {path}: choose an output outside "
                 "every input (it would be read as input by the next run)"
             )
+
+
+def check_store_output(output: str, options: JobOptions) -> None:
+    """Check an output URL before any work: the store answers with these credentials, the
+    bucket exists and the output may be written (it is absent, or ``--overwrite``).
+
+    Raises:
+        OutputError: naming the URL (no bucket, no credentials, access denied).
+        OutputExistsError, UsageError: see :meth:`OutputCommitter.check`.
+    """
+    from mapreduce.dataflow.commit import output_committer
+
+    committer = output_committer(
+        output, "plan", overwrite=options.overwrite, options=options.storage_options
+    )
+    committer.check()
 
 
 def _inside(path: str, directory: str) -> bool:
@@ -225,7 +256,7 @@ def sample_keys(job: Job, spec: JobSpec, splits: list[InputSplit], size: int) ->
     )
     with context.activated(sampling, spec.params, Counter()):  # counters while sampling: dropped
         for split in splits:
-            records = read_split(split, spec.input_format)
+            records = read_split(split, spec.input_format, options=spec.storage_options)
             try:
                 for _offset, key, value in itertools.islice(records, per_split):
                     try:

@@ -73,6 +73,8 @@ class JobSpec:
         backup_tasks: whether stragglers get backup attempts.
         job_source: the job file's content.
         py_files: helper modules shipped with the job: (relative path, content).
+        storage_options: ``--storage-option`` values for the stores of URL inputs and
+            outputs (credentials among them: never shown, only their keys).
     """
 
     job_id: str
@@ -91,6 +93,7 @@ class JobSpec:
     backup_tasks: bool = True
     job_source: bytes = b""
     py_files: tuple[tuple[str, bytes], ...] = ()
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def num_maps(self) -> int:
@@ -120,17 +123,12 @@ class JobSpec:
             raise InvalidSpec("skip_bad_records must be 0 or more")
         if self.memory_bytes < 1:
             raise InvalidSpec("memory_bytes must be positive")
-        if (
-            not posixpath.isabs(self.output)
-            or posixpath.normpath(self.output) != self.output
-            or len(self.output) > MAX_PATH
-            or "\0" in self.output
-        ):
+        if not check_location(self.output):
             raise InvalidSpec(
-                f"the output {self.output[:200]!r} must be an absolute, normalised path"
+                f"the output {self.output[:200]!r} must be an absolute, normalised path or a URL"
             )
-        if self.output == "/":
-            raise InvalidSpec("the output cannot be /")
+        if self.output == "/" or (is_url(self.output) and _url_key(self.output) == ""):
+            raise InvalidSpec(f"the output cannot be {self.output} (a root)")
         for split in self.splits:
             check_split(split)
             if split.path == self.output or split.path.startswith(self.output + "/"):
@@ -147,6 +145,11 @@ class JobSpec:
             names.add(name)
         if sum(len(k) + len(v) for k, v in self.params.items()) > MAX_PARAMS_BYTES:
             raise InvalidSpec(f"params are larger than {MAX_PARAMS_BYTES} bytes")
+        if (
+            sum(len(k) + len(v) for k, v in self.storage_options.items()) > MAX_PARAMS_BYTES
+            or len(self.storage_options) > 1000
+        ):
+            raise InvalidSpec(f"storage options are larger than {MAX_PARAMS_BYTES} bytes")
         if self.boundaries is not None and len(self.boundaries) > self.num_reducers - 1:
             raise InvalidSpec("a range partition has at most num_reducers - 1 boundaries")
         return self
@@ -165,16 +168,37 @@ def check_job_id(job_id: str) -> str:
 def check_split(split: InputSplit) -> InputSplit:
     """A split names an absolute, normalised path and a byte range with ``start <= end``."""
     path = split.path
-    if (
-        not posixpath.isabs(path)
-        or posixpath.normpath(path) != path
-        or len(path) > MAX_PATH
-        or "\0" in path
-    ):
-        raise InvalidSpec(f"split path {path[:200]!r} must be an absolute, normalised path")
+    if not check_location(path):
+        raise InvalidSpec(
+            f"split path {path[:200]!r} must be an absolute, normalised path or a URL"
+        )
     if not 0 <= split.start <= split.end:
         raise InvalidSpec(f"split {path!r} [{split.start}, {split.end}) is invalid")
     return split
+
+
+_URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/@]+)((?:/[^/]+)*)$")
+
+
+def is_url(location: str) -> bool:
+    """Whether an input or output is a URL (``s3://bucket/key``) rather than a path."""
+    return "://" in location and not location.startswith("file://")
+
+
+def _url_key(url: str) -> str:
+    match = _URL.match(url)
+    return match.group(3) if match else ""
+
+
+def check_location(location: str) -> bool:
+    """An input file or an output: an absolute, normalised path, or a normalised URL
+    (``protocol://bucket/key``: no credentials, no empty, ``.`` or ``..`` part)."""
+    if len(location) > MAX_PATH or "\0" in location:
+        return False
+    if is_url(location):
+        match = _URL.match(location)
+        return match is not None and not {".", ".."} & set(match.group(3).split("/"))
+    return posixpath.isabs(location) and posixpath.normpath(location) == location
 
 
 def check_job_file_name(name: str) -> str:

@@ -32,8 +32,10 @@ import glob
 import json
 import os
 import shutil
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
+from mapreduce.dataflow.storage import is_url
 from mapreduce.errors import OutputBusyError, OutputError, OutputExistsError, UsageError
 
 SUCCESS_MARKER = "_SUCCESS"
@@ -288,3 +290,45 @@ def _unlock(path: str, fd: int) -> None:
     with contextlib.suppress(FileNotFoundError):
         os.remove(path)
     os.close(fd)
+
+
+class Committer(Protocol):
+    """What runners, the master and workers need of an output committer: the local one
+    (:class:`OutputCommitter`) or the object store's
+    (:class:`~mapreduce.dataflow.store_commit.StoreCommitter`)."""
+
+    output: str
+
+    def check(self) -> None: ...
+    def check_free(self) -> None: ...
+    def prepare(self) -> None: ...
+    def resume(self) -> None: ...
+    def committed(self) -> bool: ...
+    def attempt_path(self, partition: int, attempt: int) -> str: ...
+    def commit_task(self, partition: int, attempt: int) -> str: ...
+    def commit_job(self, summary: dict[str, Any], partitions: int) -> None: ...
+    def abort(self) -> None: ...
+
+
+def output_committer(
+    output: str,
+    job_id: str,
+    *,
+    overwrite: bool = False,
+    options: Mapping[str, str] | None = None,
+    scratch: str | None = None,
+) -> Committer:
+    """The committer of ``output``: a plain path is committed with renames and a file lock,
+    a URL (an object store) with the protocol of :mod:`mapreduce.dataflow.store_commit`.
+
+    Args:
+        scratch: where a reduce attempt writes its part before it is uploaded to a store
+            (ignored for a plain path, where it writes into the staging directory).
+    """
+    if is_url(output):
+        from mapreduce.dataflow.store_commit import StoreCommitter
+
+        return StoreCommitter(
+            output, job_id, overwrite=overwrite, options=options or {}, scratch=scratch
+        )
+    return OutputCommitter(output, job_id, overwrite=overwrite)

@@ -9,9 +9,10 @@ format     key                                   value
 ``files``  the file's path                       the whole file as text
 =========  ====================================  ==========================================
 
-Text is UTF-8.  ``.gz`` files are decompressed transparently (offsets are
-then offsets in the decompressed text).  A record that cannot be decoded
-raises :class:`~mapreduce.errors.BadRecordError` naming the file and offset.
+Text is UTF-8.  ``.gz``, ``.bz2`` and ``.zst`` files are decompressed transparently
+(offsets are then offsets in the decompressed text).  A split's path is a plain path or a
+URL (read through :mod:`mapreduce.dataflow.storage`, with ranged reads).  A record that
+cannot be decoded raises :class:`~mapreduce.errors.BadRecordError` naming the file and offset.
 
 Every reader yields ``(offset, key, value)``: the offset identifies the record
 for error messages and bad-record skipping.
@@ -20,14 +21,14 @@ for error messages and bad-record skipping.
 from __future__ import annotations
 
 import bisect
-import gzip
 import itertools
 import json
 import operator
-from collections.abc import Iterator, Sequence, Sized
-from typing import IO, Any, cast
+from collections.abc import Iterator, Mapping, Sequence, Sized
+from typing import IO, Any
 
 from mapreduce.core.spec import INPUT_FORMATS, InputSplit
+from mapreduce.dataflow.storage import is_compressed, open_input, open_raw
 from mapreduce.errors import BadRecordError
 
 Record = tuple[int, Any, Any]
@@ -36,25 +37,24 @@ Batch = tuple[list[int], list[Any], list[Any]]
 
 __all__ = ["INPUT_FORMATS", "read_batches", "read_split"]
 
-_READ_BUFFER = 1 << 20
 _BLOCK_BYTES = 4 << 20
 _FIRST_BLOCK_BYTES = 64 << 10
+#: Storage options (``--storage-option``) of the inputs that are URLs.
+Options = Mapping[str, str] | None
 
 
-def _open(path: str) -> IO[bytes]:
-    if path.endswith(".gz"):
-        return cast(IO[bytes], gzip.open(path, "rb"))
-    return open(path, "rb", buffering=_READ_BUFFER)
+def _open(path: str, options: Options = None) -> IO[bytes]:
+    return open_input(path, options)
 
 
-def raw_lines(split: InputSplit) -> Iterator[tuple[int, bytes]]:
+def raw_lines(split: InputSplit, options: Options = None) -> Iterator[tuple[int, bytes]]:
     """``(offset, line)`` for every line that *starts* in ``split``, newline included.
 
     A split that does not start at 0 first skips the rest of the line that
     straddles its start: that line belongs to the previous split.
     """
-    with _open(split.path) as f:
-        whole = split.path.endswith(".gz")
+    with _open(split.path, options) as f:
+        whole = is_compressed(split.path)
         pos = split.start
         if pos > 0 and not whole:
             f.seek(pos - 1)
@@ -76,11 +76,13 @@ def _decode(split: InputSplit, offset: int, line: bytes) -> str:
         ) from None
 
 
-def read_lines(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
+def read_lines(
+    split: InputSplit, skip: frozenset[int] = frozenset(), options: Options = None
+) -> Iterator[Batch]:
     """The ``lines`` format."""
-    if split.path.endswith(".gz"):
-        return _batched(_read_lines_one_by_one(split, skip))
-    return _read_lines_in_blocks(split, skip)
+    if is_compressed(split.path):
+        return _batched(_read_lines_one_by_one(split, skip, options))
+    return _read_lines_in_blocks(split, skip, options)
 
 
 def _batched(records: Iterator[Record], size: int = 1024) -> Iterator[Batch]:
@@ -93,9 +95,11 @@ def _batched(records: Iterator[Record], size: int = 1024) -> Iterator[Batch]:
         yield list(offsets), list(keys), list(values)
 
 
-def _read_lines_one_by_one(split: InputSplit, skip: frozenset[int]) -> Iterator[Record]:
+def _read_lines_one_by_one(
+    split: InputSplit, skip: frozenset[int], options: Options
+) -> Iterator[Record]:
     path = split.path
-    for offset, line in raw_lines(split):
+    for offset, line in raw_lines(split, options):
         if skip and offset in skip:
             continue
         if line.endswith(b"\n"):
@@ -103,7 +107,9 @@ def _read_lines_one_by_one(split: InputSplit, skip: frozenset[int]) -> Iterator[
         yield offset, (path, offset), _decode_line(split, offset, line)
 
 
-def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[Batch]:
+def _read_lines_in_blocks(
+    split: InputSplit, skip: frozenset[int], options: Options
+) -> Iterator[Batch]:
     """The lines of ``split`` read a block at a time, a batch a block.
 
     A block that is valid UTF-8 (the common case) is decoded and split in a few
@@ -113,7 +119,7 @@ def _read_lines_in_blocks(split: InputSplit, skip: frozenset[int]) -> Iterator[B
     """
     path = split.path
     end = split.end
-    with open(path, "rb", buffering=0) as f:
+    with open_raw(path, options) as f:
         pos = split.start
         if pos > 0:  # the line that straddles the start belongs to the previous split
             f.seek(pos - 1)
@@ -214,10 +220,12 @@ def _decode_line(split: InputSplit, offset: int, line: bytes) -> str:
         return _decode(split, offset, line)
 
 
-def read_jsonl(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
+def read_jsonl(
+    split: InputSplit, skip: frozenset[int] = frozenset(), options: Options = None
+) -> Iterator[Batch]:
     """The ``jsonl`` format: one JSON value a line (blank lines skipped)."""
     path = split.path
-    for offsets, keys, texts in read_lines(split, skip):
+    for offsets, keys, texts in read_lines(split, skip, options):
         batch: Batch = ([], [], [])
         for offset, key, text in zip(offsets, keys, texts, strict=True):
             if not text.strip():
@@ -235,18 +243,22 @@ def read_jsonl(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterato
             yield batch
 
 
-def read_tsv(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
+def read_tsv(
+    split: InputSplit, skip: frozenset[int] = frozenset(), options: Options = None
+) -> Iterator[Batch]:
     """The ``tsv`` format: ``key<TAB>value`` lines, as the output of a job."""
-    for offsets, _keys, texts in read_lines(split, skip):
+    for offsets, _keys, texts in read_lines(split, skip, options):
         parts = [text.partition("\t") for text in texts]
         yield offsets, [p[0] for p in parts], [p[2] for p in parts]
 
 
-def read_files(split: InputSplit, skip: frozenset[int] = frozenset()) -> Iterator[Batch]:
+def read_files(
+    split: InputSplit, skip: frozenset[int] = frozenset(), options: Options = None
+) -> Iterator[Batch]:
     """The ``files`` format: one record per file."""
     if 0 in skip:
         return
-    with _open(split.path) as f:
+    with _open(split.path, options) as f:
         data = f.read()
     yield [0], [split.path], [_decode(split, 0, data)]
 
@@ -260,16 +272,23 @@ _READERS = {
 
 
 def read_batches(
-    split: InputSplit, input_format: str, skip: frozenset[int] = frozenset()
+    split: InputSplit,
+    input_format: str,
+    skip: frozenset[int] = frozenset(),
+    options: Options = None,
 ) -> Iterator[Batch]:
     """The records of ``split`` under ``input_format`` (but those at the offsets in
-    ``skip``) as batches ``(offsets, keys, values)`` of three lists of equal length."""
-    return _READERS[input_format](split, skip)
+    ``skip``) as batches ``(offsets, keys, values)`` of three lists of equal length.
+    ``options``: the storage options of a split whose path is a URL."""
+    return _READERS[input_format](split, skip, options)
 
 
 def read_split(
-    split: InputSplit, input_format: str, skip: frozenset[int] = frozenset()
+    split: InputSplit,
+    input_format: str,
+    skip: frozenset[int] = frozenset(),
+    options: Options = None,
 ) -> Iterator[Record]:
     """Every record of ``split`` under ``input_format``, but those at the offsets in ``skip``."""
-    for offsets, keys, values in read_batches(split, input_format, skip):
+    for offsets, keys, values in read_batches(split, input_format, skip, options):
         yield from zip(offsets, keys, values, strict=True)

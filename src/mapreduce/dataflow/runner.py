@@ -511,7 +511,8 @@ def run_map_task(
     with context.activated(task, spec.params, counters), _collector_paused():
         _setup(job)
         try:
-            for offsets, keys, values in read_batches(split, spec.input_format, skip):
+            batches = read_batches(split, spec.input_format, skip, spec.storage_options)
+            for offsets, keys, values in batches:
                 start, size = 0, len(keys)
                 while start < size:
                     # a chunk ends where the buffer's size is due to be checked

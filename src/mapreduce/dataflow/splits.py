@@ -9,16 +9,23 @@ cannot be read is an error naming it: a job never runs on part of its input.
 Line-oriented files are cut into byte ranges of ``split_size`` bytes.  A line
 belongs to the split in which its first byte lies, so every line is read
 exactly once whatever the split size (see :func:`mapreduce.dataflow.formats.read_split`).
-Compressed (``.gz``) files and the ``files`` format give one split per file.
+Compressed (``.gz``, ``.bz2``, ``.zst``) files and the ``files`` format give one split
+per file.
+
+An input may also be a URL (``s3://bucket/prefix``): it is listed through
+:mod:`mapreduce.dataflow.storage` by the same rules (and a job's output with a ``_SUCCESS``
+manifest gives exactly the parts it lists).
 """
 
 from __future__ import annotations
 
 import glob
+import itertools
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from mapreduce.core.spec import InputSplit
+from mapreduce.dataflow import storage
 from mapreduce.errors import InputError
 
 __all__ = ["InputSplit", "expand_inputs", "plan_splits"]
@@ -28,8 +35,16 @@ def _hidden(name: str) -> bool:
     return name.startswith(("_", "."))
 
 
-def expand_inputs(inputs: Sequence[str]) -> list[str]:
+def expand_inputs(
+    inputs: Sequence[str],
+    options: Mapping[str, str] | None = None,
+    sizes: dict[str, int] | None = None,
+) -> list[str]:
     """The input files named by ``inputs``, in a stable order, each once.
+
+    Args:
+        options: storage options for the inputs that are URLs.
+        sizes: filled with the size of each file that is a URL (known from its listing).
 
     Raises:
         InputError: an input does not exist or matches no file, a file or directory under
@@ -39,7 +54,12 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
         raise InputError("no input given (--input)")
     files: list[str] = []
     for spec in inputs:
-        if os.path.isdir(spec):
+        if storage.is_url(spec):
+            listed = storage.list_input(spec, options or {})
+            files.extend(url for url, _size in listed)
+            if sizes is not None:
+                sizes.update(listed)
+        elif os.path.isdir(spec):
             files.extend(_walk(spec))
         elif os.path.isfile(spec):
             files.append(spec)
@@ -54,6 +74,11 @@ def expand_inputs(inputs: Sequence[str]) -> list[str]:
     seen: set[str] = set()
     unique = []
     for path in files:
+        if storage.is_url(path):
+            if path not in seen:
+                seen.add(path)
+                unique.append(path)
+            continue
         real = os.path.realpath(path)
         if real not in seen:
             seen.add(real)
@@ -68,7 +93,11 @@ def input_roots(inputs: Sequence[str]) -> list[str]:
     """The files and directories that ``inputs`` name (glob patterns expanded)."""
     roots: list[str] = []
     for spec in inputs:
-        if os.path.exists(spec) or not glob.has_magic(spec):
+        if storage.is_url(spec):  # a pattern: the prefix before its first wildcard
+            parts = spec.split("/")
+            fixed = [p for p in itertools.takewhile(lambda p: not glob.has_magic(p), parts)]
+            roots.append("/".join(fixed))
+        elif os.path.exists(spec) or not glob.has_magic(spec):
             roots.append(spec)
         else:
             roots.extend(sorted(glob.glob(spec)))
@@ -97,19 +126,27 @@ def _walk(directory: str) -> Iterable[str]:
 
 def is_splittable(path: str, input_format: str) -> bool:
     """Whether ``path`` may be cut into byte ranges under ``input_format``."""
-    return input_format != "files" and not path.endswith(".gz")
+    return input_format != "files" and not storage.is_compressed(path)
 
 
-def plan_splits(files: Sequence[str], input_format: str, split_size: int) -> list[InputSplit]:
-    """Cut ``files`` into splits of at most ``split_size`` bytes (empty files give none)."""
+def plan_splits(
+    files: Sequence[str],
+    input_format: str,
+    split_size: int,
+    sizes: Mapping[str, int] | None = None,
+    options: Mapping[str, str] | None = None,
+) -> list[InputSplit]:
+    """Cut ``files`` into splits of at most ``split_size`` bytes (empty files give none).
+
+    ``sizes``: the sizes already known (of URLs, from their listing)."""
     if split_size < 1:
         raise ValueError("split size must be at least 1 byte")
     splits = []
     for path in files:
-        try:
-            size = os.path.getsize(path)
-        except OSError as exc:
-            raise InputError(f"cannot read input {path}: {exc.strerror}") from exc
+        if sizes is not None and path in sizes:
+            size = sizes[path]
+        else:
+            size = storage.input_size(path, options or {})
         if size == 0 and input_format != "files":
             continue
         if not is_splittable(path, input_format):

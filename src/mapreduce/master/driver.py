@@ -33,7 +33,7 @@ from mapreduce.core.config import MasterConfig
 from mapreduce.core.liveness import Liveness
 from mapreduce.core.master import ACTIVE, JobState, MasterState
 from mapreduce.core.spec import JobSpec
-from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.dataflow.commit import Committer, output_committer
 from mapreduce.errors import MapReduceError
 from mapreduce.master import codec
 from mapreduce.master.journal import Journal, MemoryJournal
@@ -107,7 +107,7 @@ class MasterDriver:
         self.changed = threading.Condition(self.lock)
         self.state = MasterState(self.config)
         self.liveness = Liveness(self.now())
-        self.committers: dict[str, OutputCommitter] = {}
+        self.committers: dict[str, Committer] = {}
         self.recovery_messages: list[str] = []
         #: set once this master has recovered its state (and, replicated, leads): only then
         #: does it answer requests
@@ -142,7 +142,7 @@ class MasterDriver:
             self.liveness = Liveness(self.now())
             for job_id in state.queue:
                 job = state.jobs[job_id]
-                committer = OutputCommitter(job.spec.output, job_id, overwrite=job.spec.overwrite)
+                committer = _committer(job.spec)
                 if job.state in ACTIVE:
                     self.committers[job_id] = committer
                     try:
@@ -301,7 +301,7 @@ class MasterDriver:
             refused = self.state.refusal(spec)
             if refused:  # the core would refuse it: do not touch the output first
                 return [act.RefuseJob(spec.job_id, refused)]
-            committer = OutputCommitter(spec.output, spec.job_id, overwrite=spec.overwrite)
+            committer = _committer(spec)
             committer.check_free()  # its lock is taken when its turn comes (PrepareOutput)
             self.committers[spec.job_id] = committer
             actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec, output_at_turn=True))
@@ -410,3 +410,10 @@ class MasterDriver:
             )
         else:
             self.handle(ev.JobStarted(self.now(), job_id))
+
+
+def _committer(spec: JobSpec) -> Committer:
+    """The committer of a job's output (on a file system, or on a store)."""
+    return output_committer(
+        spec.output, spec.job_id, overwrite=spec.overwrite, options=spec.storage_options
+    )

@@ -97,6 +97,7 @@ def job_to_pb(spec: JobSpec) -> pb.JobSpec:
         max_attempts=spec.max_attempts,
         skip_bad_records=spec.skip_bad_records,
         backup_tasks=spec.backup_tasks,
+        storage_options=spec.storage_options,
     )
 
 
@@ -120,6 +121,7 @@ def job_from_pb(msg: pb.JobSpec) -> JobSpec:
             backup_tasks=msg.backup_tasks,
             job_source=msg.job_source,
             py_files=tuple((f.name, f.content) for f in msg.py_files),
+            storage_options=dict(msg.storage_options),
         ).validate()
     except spec_rules.InvalidSpec as exc:
         raise BadMessage(str(exc)) from None

@@ -29,7 +29,7 @@ from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
 from mapreduce.core.tasks import TaskKind
-from mapreduce.dataflow.commit import OutputCommitter
+from mapreduce.dataflow.commit import output_committer
 from mapreduce.dataflow.runner import DISK_ERRNOS, infrastructure_errno
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
@@ -704,7 +704,9 @@ class Worker:
                 raise
             if runs is None:
                 return
-            committer = OutputCommitter(job.spec.output, ref.job_id)
+            committer = output_committer(
+                job.spec.output, ref.job_id, options=job.spec.storage_options, scratch=workdir
+            )
             out_path = committer.attempt_path(ref.index, ref.attempt)
             child = ChildAttempt(
                 "reduce",

@@ -38,8 +38,15 @@ class WorkerIdentity(_message.Message):
     def __init__(self, worker_id: _Optional[str] = ..., incarnation: _Optional[str] = ...) -> None: ...
 
 class JobSpec(_message.Message):
-    __slots__ = ("job_id", "job_file_name", "job_source", "py_files", "input_format", "num_reducers", "params", "memory_bytes", "use_combiner", "has_boundaries", "boundaries", "output", "splits", "overwrite", "max_attempts", "skip_bad_records", "backup_tasks")
+    __slots__ = ("job_id", "job_file_name", "job_source", "py_files", "input_format", "num_reducers", "params", "memory_bytes", "use_combiner", "has_boundaries", "boundaries", "output", "splits", "overwrite", "max_attempts", "skip_bad_records", "backup_tasks", "storage_options")
     class ParamsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    class StorageOptionsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
         VALUE_FIELD_NUMBER: _ClassVar[int]
@@ -63,6 +70,7 @@ class JobSpec(_message.Message):
     MAX_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     SKIP_BAD_RECORDS_FIELD_NUMBER: _ClassVar[int]
     BACKUP_TASKS_FIELD_NUMBER: _ClassVar[int]
+    STORAGE_OPTIONS_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     job_file_name: str
     job_source: bytes
@@ -80,7 +88,8 @@ class JobSpec(_message.Message):
     max_attempts: int
     skip_bad_records: int
     backup_tasks: bool
-    def __init__(self, job_id: _Optional[str] = ..., job_file_name: _Optional[str] = ..., job_source: _Optional[bytes] = ..., py_files: _Optional[_Iterable[_Union[ShippedFile, _Mapping]]] = ..., input_format: _Optional[str] = ..., num_reducers: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., memory_bytes: _Optional[int] = ..., use_combiner: _Optional[bool] = ..., has_boundaries: _Optional[bool] = ..., boundaries: _Optional[_Iterable[bytes]] = ..., output: _Optional[str] = ..., splits: _Optional[_Iterable[_Union[InputSplit, _Mapping]]] = ..., overwrite: _Optional[bool] = ..., max_attempts: _Optional[int] = ..., skip_bad_records: _Optional[int] = ..., backup_tasks: _Optional[bool] = ...) -> None: ...
+    storage_options: _containers.ScalarMap[str, str]
+    def __init__(self, job_id: _Optional[str] = ..., job_file_name: _Optional[str] = ..., job_source: _Optional[bytes] = ..., py_files: _Optional[_Iterable[_Union[ShippedFile, _Mapping]]] = ..., input_format: _Optional[str] = ..., num_reducers: _Optional[int] = ..., params: _Optional[_Mapping[str, str]] = ..., memory_bytes: _Optional[int] = ..., use_combiner: _Optional[bool] = ..., has_boundaries: _Optional[bool] = ..., boundaries: _Optional[_Iterable[bytes]] = ..., output: _Optional[str] = ..., splits: _Optional[_Iterable[_Union[InputSplit, _Mapping]]] = ..., overwrite: _Optional[bool] = ..., max_attempts: _Optional[int] = ..., skip_bad_records: _Optional[int] = ..., backup_tasks: _Optional[bool] = ..., storage_options: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class MapOutputId(_message.Message):
     __slots__ = ("job_id", "map_index", "map_attempt")
