@@ -47,8 +47,8 @@ class S3Server:
         endpoint: ``http://127.0.0.1:PORT``.
     """
 
-    def __init__(self, process: subprocess.Popen[bytes], endpoint: str) -> None:
-        self.process = process
+    def __init__(self, pid: int, endpoint: str) -> None:
+        self.pid = pid
         self.endpoint = endpoint
 
     def env(self, **extra: str) -> dict[str, str]:
@@ -80,31 +80,49 @@ class S3Server:
         )
 
 
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except (OSError, IndexError):
+        return False
+
+
 @contextlib.contextmanager
-def s3_server(*, auth: bool = False, log: Path | None = None) -> Iterator[S3Server]:
+def s3_server(
+    *, auth: bool = False, log: Path | None = None, detached: bool = False
+) -> Iterator[S3Server]:
     """Start moto's server on a free port; wait until it answers; stop it at the end.
 
     ``auth``: refuse every request whose access key it does not know (IAM checks on), to
-    see a store deny access.
+    see a store deny access.  ``detached``: not a child of this process (a benchmark that
+    reaps every descendant of its runs must not wait for it).
     """
     port = _free_port()
     env = dict(os.environ)
     if auth:
         env["INITIAL_NO_AUTH_ACTION_COUNT"] = "0"
+    command = [*_server_command(), "-H", "127.0.0.1", "-p", str(port)]
     sink = log.open("ab") if log is not None else subprocess.DEVNULL
-    process = subprocess.Popen(
-        [*_server_command(), "-H", "127.0.0.1", "-p", str(port)],
-        stdout=sink,
-        stderr=sink,
-        env=env,
-        start_new_session=True,
-    )
+    process: subprocess.Popen[bytes] | None = None
+    if detached:  # through a shell that exits at once: the server's parent is then init
+        launcher = subprocess.run(
+            ["sh", "-c", 'log="$1"; shift; setsid "$@" </dev/null >>"$log" 2>&1 & echo $!',
+             "sh", str(log) if log is not None else os.devnull, *command],
+            stdout=subprocess.PIPE, env=env, check=True,
+        )  # fmt: skip
+        pid = int(launcher.stdout)
+    else:
+        process = subprocess.Popen(
+            command, stdout=sink, stderr=sink, env=env, start_new_session=True
+        )
+        pid = process.pid
     endpoint = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the S3 server exited at start ({process.returncode})")
+            if (process is not None and process.poll() is not None) or not _alive(pid):
+                raise RuntimeError("the S3 server exited at start")
             try:
                 with urllib.request.urlopen(endpoint + "/moto-api/", timeout=5):
                     break
@@ -114,10 +132,15 @@ def s3_server(*, auth: bool = False, log: Path | None = None) -> Iterator[S3Serv
                 if time.monotonic() > deadline:
                     raise RuntimeError("the S3 server did not answer in 120 s") from None
                 time.sleep(0.1)
-        yield S3Server(process, endpoint)
+        yield S3Server(pid, endpoint)
     finally:
         with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait()
+            os.killpg(pid, signal.SIGKILL)
+        if process is not None:
+            process.wait()
+        else:
+            deadline = time.monotonic() + 60
+            while _alive(pid) and time.monotonic() < deadline:
+                time.sleep(0.05)
         if log is not None:
             sink.close()  # type: ignore[union-attr]

@@ -96,7 +96,7 @@ def _batched(records: Iterator[Record], size: int = 1024) -> Iterator[Batch]:
 
 
 def _read_lines_one_by_one(
-    split: InputSplit, skip: frozenset[int], options: Options
+    split: InputSplit, skip: frozenset[int], options: Options = None
 ) -> Iterator[Record]:
     path = split.path
     for offset, line in raw_lines(split, options):
@@ -108,7 +108,7 @@ def _read_lines_one_by_one(
 
 
 def _read_lines_in_blocks(
-    split: InputSplit, skip: frozenset[int], options: Options
+    split: InputSplit, skip: frozenset[int], options: Options = None
 ) -> Iterator[Batch]:
     """The lines of ``split`` read a block at a time, a batch a block.
 

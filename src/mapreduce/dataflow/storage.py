@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import bz2
 import errno
-import functools
 import gzip
 import io
 import json
@@ -129,8 +128,8 @@ def option_values(options: Mapping[str, str]) -> dict[str, Any]:
 # -- file systems ----------------------------------------------------------------------
 
 
-@functools.lru_cache(maxsize=16)
 def _filesystem(protocol: str, options: tuple[tuple[str, str], ...]) -> Any:
+    # fsspec keeps one instance per protocol and arguments, made again in a forked child
     try:
         import fsspec
     except ImportError as exc:  # pragma: no cover - a dependency of the package
@@ -152,7 +151,12 @@ def _filesystem(protocol: str, options: tuple[tuple[str, str], ...]) -> Any:
 
 def filesystem(url: str, options: Mapping[str, str]) -> tuple[Any, str]:
     """The fsspec file system of ``url`` (one per protocol and options in a process) and the
-    path in it (``bucket/key``)."""
+    path in it (``bucket/key``).
+
+    Raises:
+        UsageError: the protocol's implementation is not installed, or an option is not
+            one of its arguments.
+    """
     match = _URL.match(url)
     if match is None:
         raise ValueError(f"not a URL: {url!r}")
