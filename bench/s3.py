@@ -58,7 +58,7 @@ from measuring import REPO, BenchError, enable_subreaper, mapreduce_command, mea
 from wordcount import describe_difference, read_counts
 
 sys.path.insert(0, str(REPO))
-from tests.s3server import S3Server, s3_server  # noqa: E402  (the repository's root, above)
+from tests.s3server import S3Server, s3_server
 
 JOB = REPO / "bench" / "jobs" / "wordcount_split.py"
 BUCKET = "bench"

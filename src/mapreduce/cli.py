@@ -525,6 +525,9 @@ def _run(args: argparse.Namespace) -> int:
         if not args.quiet:
             print(render_summary(summary.to_dict()))
         return 0
+    if any("://" in path for path in (*options.inputs, options.output)):
+        # before the workers' modules are imported: their task processes preload s3fs
+        os.environ.setdefault("MAPREDUCE_PRELOAD_STORES", "1")
     from mapreduce import client
     from mapreduce.cluster import EmbeddedCluster
     from mapreduce.core.config import MasterConfig
