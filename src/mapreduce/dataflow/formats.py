@@ -24,11 +24,12 @@ import bisect
 import itertools
 import json
 import operator
+import sys
 from collections.abc import Iterator, Mapping, Sequence, Sized
 from typing import IO, Any
 
 from mapreduce.core.spec import INPUT_FORMATS, InputSplit
-from mapreduce.dataflow.storage import is_compressed, open_input, open_raw
+from mapreduce.dataflow.storage import is_compressed, is_url, open_input, open_raw
 from mapreduce.errors import BadRecordError
 
 Record = tuple[int, Any, Any]
@@ -126,8 +127,10 @@ def _read_lines_in_blocks(
             pos += len(f.readline()) - 1
         carry = b""
         size = _FIRST_BLOCK_BYTES  # small at first: a sample needs only the first lines
+        # a store is asked for little beyond the split's end (its last line's rest)
+        stop = end + _FIRST_BLOCK_BYTES if is_url(path) else sys.maxsize
         while pos < end:
-            block = f.read(size)
+            block = f.read(min(size, max(stop - pos - len(carry), _FIRST_BLOCK_BYTES)))
             size = min(2 * size, _BLOCK_BYTES)
             if not block:  # a last line without a newline
                 if carry and not (skip and pos in skip):

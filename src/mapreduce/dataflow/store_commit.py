@@ -81,14 +81,25 @@ def _now() -> datetime.datetime:
     return datetime.datetime.now(datetime.UTC)
 
 
-def _pid_alive(pid: int) -> bool:
+def _process_start(pid: int) -> str | None:
+    """When process ``pid`` started (clock ticks since boot, from /proc), or None: with the
+    pid, it names one process (a pid alone may be reused)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+            return f.read().rsplit(")", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: object) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
-    return True
+        pass
+    now = _process_start(pid)
+    return start is None or now is None or now == start
 
 
 class StoreCommitter:
@@ -121,12 +132,19 @@ class StoreCommitter:
         self.staging = posixpath.join(self.temporary, job_id)
         self.lock = self.staging + LOCK_SUFFIX
         self.scratch = scratch
-        self._owner = {"job_id": job_id, "host": socket.gethostname(), "pid": os.getpid()}
+        self._owner = {
+            "job_id": job_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "start": _process_start(os.getpid()),
+        }
         self._refresher: threading.Thread | None = None
         self._stop = threading.Event()
         self._lost = False
         self._state = "running"
         self._mutex = threading.Lock()
+        #: set once a commit has begun to change the output, until it has finished
+        self._half_published = False
 
     # -- checks ----------------------------------------------------------------------
 
@@ -162,16 +180,23 @@ class StoreCommitter:
         }
 
     def _read_lock(self, path: str) -> dict[str, Any]:
+        def read() -> bytes:
+            try:
+                return bytes(self.fs.cat_file(path))
+            except FileNotFoundError:
+                return b""
+
         try:
-            data = retried(lambda: self.fs.cat_file(path))
-            value = json.loads(data)
-        except (FileNotFoundError, ValueError):
+            value = json.loads(self._call(read))
+        except ValueError:
             return {}
         return value if isinstance(value, dict) else {}
 
     def _live(self, info: dict[str, Any], owner: dict[str, Any], now: datetime.datetime) -> bool:
+        if owner.get("abandoned"):
+            return False  # a commit that failed half-way: its job is over
         if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
-            return _pid_alive(owner["pid"])
+            return _pid_alive(owner["pid"], owner.get("start"))
         modified = info.get("LastModified") or info.get("last_modified") or info.get("mtime")
         if not isinstance(modified, datetime.datetime):
             return True  # cannot tell: never take a lock that may be held
@@ -230,12 +255,12 @@ class StoreCommitter:
 
     # -- the lock --------------------------------------------------------------------
 
-    def _write_lock(self, state: str) -> dict[str, Any]:
+    def _write_lock(self, state: str, **extra: object) -> dict[str, Any]:
         """Write this job's lock object; return its listing info (LastModified: the store's
         time now)."""
         with self._mutex:
             self._state = state
-            body = json.dumps({**self._owner, "state": state}).encode()
+            body = json.dumps({**self._owner, "state": state, **extra}).encode()
             self._call(lambda: self.fs.pipe_file(self.lock, body))
         self.fs.invalidate_cache(self.temporary)
         return dict(self._call(lambda: self.fs.info(self.lock)))
@@ -317,6 +342,12 @@ class StoreCommitter:
         self._stop.set()
         if self._refresher is not None:
             self._refresher = None
+            if self._half_published:
+                # The output is half changed: the lock stays, abandoned, so that the next job
+                # for this output removes what is there (as after a crash) and is not refused.
+                with contextlib.suppress(Exception):
+                    self._write_lock("committing", abandoned=True)
+                return
             with self._mutex, contextlib.suppress(Exception):
                 retried(lambda: self._rm_quiet(self.lock))
 
@@ -407,6 +438,7 @@ class StoreCommitter:
                 f"output {self.output} appeared while the job ran; it is left as it was"
             )
         self._write_lock("committing")
+        self._half_published = True
         success = posixpath.join(self.root, SUCCESS_MARKER)
         if success in previous:  # first: the old parts are no output from now on
             self._call(lambda: self._rm_quiet(success))
@@ -434,6 +466,7 @@ class StoreCommitter:
         manifest = {"job_id": self.job_id, "parts": parts}
         data = (json.dumps(manifest, indent=1, sort_keys=True) + "\n").encode()
         self._call(lambda: self.fs.pipe_file(success, data))
+        self._half_published = False
         self._remove_prefix(self.staging)
 
     def abort(self) -> None:
