@@ -37,6 +37,8 @@ usage error.
 from __future__ import annotations
 
 import argparse
+import os
+import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -78,6 +80,16 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     if args.mb <= 0 or args.files < 1 or len(args.workers) != 1:
         parser.error("--mb must be positive, --files at least 1, and one --workers N")
     return args
+
+
+def server_cpu(server: S3Server) -> float:
+    """CPU seconds the S3 server has used so far (user + system, from /proc)."""
+    try:
+        with open(f"/proc/{server.pid}/stat", encoding="ascii") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def upload(server: S3Server, files: Sequence[Path], prefix: str) -> None:
@@ -148,12 +160,15 @@ def run(args: argparse.Namespace) -> None:
         for c in contenders:
             print(f"mapreduce {' '.join(c.argv[len(mapreduce) :])}")
         print(f"runs      {args.repeat} of each, alternating; figures are medians", flush=True)
+        served: dict[str, list[float]] = {c.name: [] for c in contenders}
         for i in range(args.repeat):
             for k, c in enumerate(contenders):
                 out = runs / f"{k}-{i}"
                 store_out = f"s3://{BUCKET}/out-{k}-{i}"
                 argv = [store_out if a == "STORE" else a for a in c.command(out)]
+                before = server_cpu(server)
                 c.samples.append(measure(argv, runs / f"{k}-{i}.log", c.env))
+                served[c.name].append(server_cpu(server) - before)
                 if "STORE" in c.argv:
                     download(server, store_out, out)
                 if not (out / "_SUCCESS").exists():
@@ -170,7 +185,16 @@ def run(args: argparse.Namespace) -> None:
     print(f"R={args.reducers}, --workers {workers}")
     if not subreaper:
         print("warning: no subreaper (not Linux?): cpu misses the task processes")
+    print("cpu s above is the job's; the S3 server's own cpu during each run (median):")
+    for c in contenders:
+        server = statistics.median(served[c.name])
+        total = statistics.median(s.cpu for s in c.samples) + server
+        print(f"  {c.name:<17} server {server:7.3f} s; job + server {total:7.3f} s")
     print_ratios(contenders)
+    disk = statistics.median(s.cpu for s in contenders[0].samples)
+    for c in contenders[1:]:
+        total = statistics.median(s.cpu for s in c.samples) + statistics.median(served[c.name])
+        print(f"ratio {c.name}/disk cpu (job + server): {total / disk:.2f}x")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

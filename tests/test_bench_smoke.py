@@ -23,6 +23,7 @@ GREP = REPO / "bench" / "grep.py"
 SORT = REPO / "bench" / "sort.py"
 STARTUP = REPO / "bench" / "startup.py"
 MEMORY = REPO / "bench" / "memory.py"
+S3 = REPO / "bench" / "s3.py"
 GEN_CORPUS = SHARED / "bench" / "gen_corpus.py"
 GEN_RECORDS = SHARED / "bench" / "gen_records.py"
 
@@ -65,6 +66,18 @@ def test_wordcount_bench_quick(tmp_path: Path) -> None:
     # The corpus stays for reuse; the run outputs are cleaned up.
     assert (tmp_path / "corpus-2mb-2f" / "_COMPLETE.json").is_file()
     assert not list(tmp_path.glob("runs-*"))
+
+
+def test_s3_bench_quick(tmp_path: Path) -> None:
+    """Word count reading from (and writing to) a real S3 server against local disk."""
+    out = run_bench(S3, tmp_path)
+    assert "outputs agree" in out
+    for name in ("disk", "S3 input", r"S3 input\+output"):
+        assert has_line(rf"{name} .* {NUMBER}", out), name
+    for name in ("S3 input", r"S3 input\+output"):
+        assert has_line(rf"ratio {name}/disk wall: {NUMBER}", out), name
+        assert has_line(rf"ratio {name}/disk cpu \(job \+ server\): {NUMBER}", out), name
+    assert not list(tmp_path.glob("s3-runs-*"))
 
 
 def test_grep_bench_quick(tmp_path: Path) -> None:
