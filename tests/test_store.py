@@ -224,6 +224,15 @@ def test_compressed_inputs_and_a_manifest_that_names_exactly_the_parts(
         line.split("\t") for line in store_parts(s3, out)["part-00000"].decode().splitlines()
     )
     assert {w: int(c) for w, c in got.items()} == want
+    # a glob pattern (the .gz is left out)
+    globbed = f"s3://{bucket}/globbed"
+    run = mapreduce(s3, "run", EXAMPLES / "wordcount.py", "-i", f"s3://{bucket}/packed/m.[bz]*",
+                    "-o", globbed, "--local", "-q")  # fmt: skip
+    assert run.returncode == 0, run.stderr
+    got = dict(
+        line.split("\t") for line in store_parts(s3, globbed)["part-00000"].decode().splitlines()
+    )
+    assert {w: int(c) for w, c in got.items()} == {w: c // 3 * 2 for w, c in want.items()}
 
     fs: Any = s3.filesystem()
     fs.pipe_file(f"{bucket}/counts/part-99999", b"stray\t1\n")  # not in the manifest

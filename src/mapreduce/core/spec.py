@@ -178,11 +178,13 @@ def check_split(split: InputSplit) -> InputSplit:
 
 
 _URL = re.compile(r"^([a-z][a-z0-9+.-]*)://([^/@]+)((?:/[^/]+)*)$")
+_PROTOCOL = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]*)://")
 
 
 def is_url(location: str) -> bool:
     """Whether an input or output is a URL (``s3://bucket/key``) rather than a path."""
-    return "://" in location and not location.startswith("file://")
+    match = _PROTOCOL.match(location)
+    return match is not None and match.group(1) != "file"
 
 
 def _url_key(url: str) -> str:
