@@ -22,14 +22,12 @@ store is :class:`mapreduce.dataflow.store_commit.StoreCommitter`.
 
 from __future__ import annotations
 
-import bz2
 import errno
 import gzip
 import io
 import json
 import os
 import posixpath
-import random
 import re
 import time
 from collections.abc import Callable, Mapping
@@ -226,6 +224,8 @@ def retried(
         except Exception as exc:
             if attempt >= retries or not is_transient(exc):
                 raise
+            import random  # (here: it costs a plain-path run's start-up a few ms)
+
             sleep(min(RETRY_MAX_SECONDS, 0.1 * 2**attempt) * (0.5 + random.random() / 2))
     raise AssertionError("unreachable")  # pragma: no cover
 
@@ -397,11 +397,15 @@ def open_input(path: str, options: Mapping[str, str] | None = None) -> IO[bytes]
         if not is_compressed(path):
             return open(path, "rb", buffering=1 << 20)
         if path.endswith(".bz2"):
+            import bz2
+
             return cast(IO[bytes], bz2.open(path, "rb"))
     raw: IO[bytes] = open_raw(path, options)  # a store's file, or a local .zst
     if path.endswith(".gz"):
         return cast(IO[bytes], gzip.GzipFile(fileobj=raw, mode="rb"))
     if path.endswith(".bz2"):
+        import bz2
+
         return cast(IO[bytes], bz2.BZ2File(raw, "rb"))
     if path.endswith(".zst"):
         import zstandard
