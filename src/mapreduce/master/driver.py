@@ -208,6 +208,17 @@ class MasterDriver:
         self._after(actions)
         return actions
 
+    def register(self, event: ev.WorkerRegistered) -> str:
+        """Register a worker; returns why it was refused ("", and nothing changes, if so)."""
+        with self.lock:
+            refused = self.liveness.registration_refusal(self.state, event, self.now())
+            if refused:
+                return refused
+            actions, seq = self.apply_locked(event)
+        self.journal.sync(seq)
+        self._after(actions)
+        return ""
+
     def apply_locked(self, event: ev.Event) -> tuple[list[act.Action], int]:
         """Apply ``event`` and append it to the journal; the caller holds the lock.
 

@@ -12,6 +12,7 @@ tracebacks, logs, counters).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -100,8 +101,12 @@ class MasterService(pb_grpc.MasterServicer):
                 f"worker id, incarnation and shuffle address are at most {MAX_WORKER_NAME} "
                 "characters"
             )
+        if not request.worker_key or len(request.worker_key) > MAX_WORKER_NAME:
+            raise convert.BadMessage(
+                f"a worker key of 1 to {MAX_WORKER_NAME} characters is required"
+            )
         held = tuple(convert.map_output_from_pb(h) for h in request.held)
-        self.driver.handle(
+        refused = self.driver.register(
             ev.WorkerRegistered(
                 self._now(),
                 w.worker_id,
@@ -111,8 +116,11 @@ class MasterService(pb_grpc.MasterServicer):
                 request.rejoin,
                 held,
                 tuple(convert.attempt_from_pb(a) for a in request.running),
+                key_digest=hashlib.sha256(request.worker_key.encode()).hexdigest(),
             )
         )
+        if refused:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, refused)
         with self.driver.lock:
             forget = queries.jobs_to_forget(self.driver.state, {h.job_id for h in held})
             epoch = self.driver.state.epoch

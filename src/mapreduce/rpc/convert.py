@@ -20,7 +20,7 @@ from mapreduce.dataflow.runner import TaskResult
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc.security import Security
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Largest message accepted or sent: job specs carry the job's code.
 MAX_MESSAGE_BYTES = 64 << 20

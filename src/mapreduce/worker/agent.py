@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -54,6 +55,8 @@ MIN_FREE_BYTES = 64 << 20
 #: How long a worker whose disk was full waits at least before it takes a task again
 #: (doubling while its attempts keep failing that way, up to the second value).
 PAUSE_SECONDS = (5.0, 300.0)
+#: The file in a worker's --workdir holding its key (see :func:`worker_key`).
+KEY_FILE = "worker.key"
 
 
 @dataclass
@@ -147,7 +150,10 @@ class Worker:
         self._own_workdir = not config.workdir
         self.workdir = config.workdir or tempfile.mkdtemp(prefix="mapreduce-worker-")
         self.registry = MapOutputRegistry()
+        # The incarnation is a credential: a report counts only with the incarnation its
+        # attempt was assigned to, and the master never shows it.
         self.incarnation = uuid.uuid4().hex
+        self.key = ""  # see worker_key(), read when the work directory exists
         self.running: dict[AttemptRef, _Running] = {}
         self.lock = threading.Lock()
         self.jobs: dict[str, InstalledJob] = {}
@@ -206,6 +212,7 @@ class Worker:
         """Serve until stopped (or until ``fail_after`` tasks have finished)."""
         start_fork_server()
         os.makedirs(self.workdir, exist_ok=True)
+        self.key = worker_key(self.workdir)
         self._remove_old_outputs()
         self.shuffle_server, port = serve_shuffle(
             self.config.listen,
@@ -257,6 +264,7 @@ class Worker:
             slots=self.config.slots,
             protocol_version=convert.PROTOCOL_VERSION,
             rejoin=rejoin,
+            worker_key=self.key,
         )
         if rejoin:
             with self.lock:
@@ -265,20 +273,35 @@ class Worker:
                 pb.MapOutputId(job_id=job_id, map_index=index, map_attempt=attempt)
                 for job_id, index, attempt in self.registry.outputs()
             )
-        reply = self._master_call("RegisterWorker", request)
-        assert isinstance(reply, pb.RegisterWorkerReply)
+        reply = self._register_call(request)
         self.heartbeat_interval = reply.heartbeat_interval or 1.0
         self.epoch = max(self.epoch, reply.epoch)
         self.registered_epoch = reply.epoch
         for job_id in reply.forget_jobs:
             self._forget_job(job_id)
         log.info(
-            "worker %s %s (incarnation %s, master epoch %d)",
+            "worker %s %s (incarnation %s..., master epoch %d)",
             self.worker_id,
             "rejoined" if rejoin else "registered",
-            identity.incarnation,
+            identity.incarnation[:6],
             reply.epoch,
         )
+
+    def _register_call(self, request: pb.RegisterWorkerRequest) -> pb.RegisterWorkerReply:
+        """Register; while the master says the id belongs to another live worker, wait."""
+        said = ""
+        while True:
+            try:
+                reply = self._master_call("RegisterWorker", request)
+                assert isinstance(reply, pb.RegisterWorkerReply)
+                return reply
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS or self.stopping.is_set():
+                    raise
+                if exc.details() != said:
+                    said = exc.details() or ""
+                    log.warning("the master refused this worker, trying again: %s", said)
+                self.stopping.wait(1)
 
     def _saw_epoch(self, epoch: int) -> bool:
         """Note an epoch in a master's reply; False if it is older than one already seen."""
@@ -755,6 +778,29 @@ class Worker:
             self._task_finished()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def worker_key(workdir: str) -> str:
+    """This worker's key: kept in ``workdir`` (mode 0600) so a restart there shows the same.
+
+    A worker whose work directory is temporary gets a new key: its id is free again
+    only once its previous incarnation has expired.
+    """
+    path = os.path.join(workdir, KEY_FILE)
+    try:
+        with open(path, encoding="ascii") as f:
+            key = f.read().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    temporary = f"{path}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    os.replace(temporary, path)
+    return key
 
 
 def _free_bytes(directory: str) -> int:

@@ -138,7 +138,7 @@ class TaskStats(_message.Message):
     def __init__(self, input_records: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_records: _Optional[int] = ..., output_bytes: _Optional[int] = ..., spills: _Optional[int] = ..., seconds: _Optional[float] = ..., counters: _Optional[_Mapping[str, int]] = ..., partition_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version", "rejoin", "held", "running")
+    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version", "rejoin", "held", "running", "worker_key")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -146,6 +146,7 @@ class RegisterWorkerRequest(_message.Message):
     REJOIN_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WORKER_KEY_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     shuffle_address: str
     slots: int
@@ -153,7 +154,8 @@ class RegisterWorkerRequest(_message.Message):
     rejoin: bool
     held: _containers.RepeatedCompositeFieldContainer[MapOutputId]
     running: _containers.RepeatedCompositeFieldContainer[AttemptId]
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ..., rejoin: _Optional[bool] = ..., held: _Optional[_Iterable[_Union[MapOutputId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
+    worker_key: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ..., rejoin: _Optional[bool] = ..., held: _Optional[_Iterable[_Union[MapOutputId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., worker_key: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerReply(_message.Message):
     __slots__ = ("heartbeat_interval", "epoch", "forget_jobs")
