@@ -29,9 +29,9 @@ GEN_RECORDS = SHARED / "bench" / "gen_records.py"
 NUMBER = r"\d+\.\d+x"
 
 
-def run_bench(script: Path, work_dir: Path) -> str:
+def run_bench(script: Path, work_dir: Path, *extra: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--work-dir", str(work_dir)],
+        [sys.executable, str(script), "--quick", "--work-dir", str(work_dir), *extra],
         capture_output=True,
         text=True,
         timeout=300,
@@ -112,6 +112,19 @@ def test_sort_bench_quick(tmp_path: Path) -> None:
             assert has_line(rf"ratio {run}/{base} wall: {NUMBER}", out), (run, base)
     # The records stay for reuse; the run outputs are cleaned up.
     assert (tmp_path / "records-20000-2f" / "_COMPLETE.json").is_file()
+    assert not list(tmp_path.glob("sort-*"))
+
+
+def test_sort_bench_security_quick(tmp_path: Path) -> None:
+    """The same job on daemons with no secret, the secret, and mutual TLS: same output."""
+    if not GEN_RECORDS.is_file():
+        pytest.fail(f"record generator missing: {GEN_RECORDS} (the shared/ folder beside the repo)")
+    out = run_bench(SORT, tmp_path, "--security")
+    assert has_line(r"outputs agree: 20,000 records, all 4 runs equal byte for byte .*", out)
+    for mode in ("none", "secret", "tls"):
+        assert has_line(rf"mapreduce daemons {mode} .* {NUMBER}", out), mode
+    for mode in ("secret", "tls"):
+        assert has_line(rf"ratio daemons {mode}/none wall: {NUMBER} cpu: {NUMBER}", out), mode
     assert not list(tmp_path.glob("sort-*"))
 
 

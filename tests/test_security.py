@@ -78,64 +78,14 @@ def test_serving_beyond_loopback_without_the_secret_is_refused(tmp_path: Path) -
     assert run_cli("secret", secret).returncode == 2  # never overwrites a secret
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signed for 127.0.0.1 (every process of the test uses it)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    def name(text: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("mapreduce test CA"))
-        .issuer_name(name("mapreduce test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def test_a_job_runs_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
     tmp_path: Path,
 ) -> None:
-    ca, cert, key = make_certificates(tmp_path)
+    made = run_cli("certs", tmp_path / "tls", "--host", "127.0.0.1")
+    assert made.returncode == 0, made.stderr
+    ca, cert, key = (tmp_path / "tls" / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert run_cli("certs", tmp_path / "tls").returncode == 2  # never overwritten
     secret = tmp_path / "secret"
     assert run_cli("secret", secret).returncode == 0
     tls = ["--secret-file", str(secret), "--tls-ca", str(ca), "--tls-cert", str(cert),

@@ -404,6 +404,23 @@ def _add_cluster_parsers(
     )
     secret.add_argument("file", metavar="FILE")
 
+    certs = subparsers.add_parser(
+        "certs",
+        help="write a private CA and one certificate for the cluster's hosts (for --tls-*)",
+    )
+    certs.add_argument("directory", metavar="DIR", help="where ca.pem, cert.pem, key.pem go")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name or IP address clients reach a server by (repeatable; "
+        "default: localhost and 127.0.0.1)",
+    )
+    certs.add_argument(
+        "--days", type=int, default=365, help="how long the certificates are valid (default 365)"
+    )
+
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
     _add_secret_flag(status)
     _add_master_flag(status)
@@ -731,6 +748,22 @@ def _secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from mapreduce.rpc import certificates as c
+
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    try:
+        out = c.write_certificates(args.directory, hosts, args.days)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"mapreduce certs: {exc}") from None
+    print(f"wrote {out / c.CA_CERT}, {out / c.CERT} and {out / c.KEY} (for {', '.join(hosts)})")
+    print(
+        f"use: --tls-ca {out / c.CA_CERT} --tls-cert {out / c.CERT} --tls-key {out / c.KEY}"
+        f" (keep {out / c.CA_KEY} offline: it signs certificates)"
+    )
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from mapreduce.worker.executor import start_fork_server
 
@@ -860,6 +893,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "logs": _logs,
         "cancel": _cancel,
         "secret": _secret,
+        "certs": _certs,
     }
     try:
         return commands[args.command](args)
