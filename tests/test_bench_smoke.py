@@ -48,15 +48,16 @@ def has_line(pattern: str, text: str) -> bool:
 def test_wordcount_bench_quick(tmp_path: Path) -> None:
     if not GEN_CORPUS.is_file():
         pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
-    out = run_bench(BENCH, tmp_path)
+    out = run_bench(BENCH, tmp_path, "--job", "both")
     assert "outputs agree" in out
     names = ("python Counter", r"python Pool\(2\) Counter", "mapreduce --local")
-    for name in (*names, "mapreduce --workers 1", "mapreduce --workers 2"):
+    for name in (*names, "mapreduce --workers 1", "mapreduce block --workers 2"):
         assert has_line(rf"{name}.* {NUMBER} +{NUMBER}", out), name
-    for run in ("--local", "--workers 1", "--workers 2"):
+    for run in ("--local", "--workers 1", "--workers 2", "block --local", "block --workers 2"):
         assert has_line(rf"ratio {run}/1-core wall: {NUMBER}", out), run
         assert has_line(rf"ratio {run}/Pool\(2\) wall: {NUMBER}", out), run
-    assert has_line(rf"ratio --workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
+    for job in ("", "block "):
+        assert has_line(rf"ratio {job}--workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
     # Enough map tasks for two workers, and the orphaned task CPU is counted.
     match = re.search(r"^map tasks: (\d+) per mapreduce run", out, re.MULTILINE)
     assert match and int(match.group(1)) >= 4, out
