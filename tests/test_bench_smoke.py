@@ -129,6 +129,18 @@ def test_sort_bench_security_quick(tmp_path: Path) -> None:
     assert not list(tmp_path.glob("sort-*"))
 
 
+def test_shuffle_bench_quick(tmp_path: Path) -> None:
+    if not GEN_RECORDS.is_file():
+        pytest.fail(f"record generator missing: {GEN_RECORDS} (the shared/ folder beside the repo)")
+    out = run_bench(REPO / "bench" / "shuffle.py", tmp_path)
+    assert has_line(r"map outputs: 2 runs, [\d,]+ bytes; 2 rounds, alternating", out), out
+    for name in ("gRPC shuffle", "plain TCP"):
+        assert has_line(rf"{name} +\d+\.\d+ \(.*\) +\d+\.\d+", out), name
+    assert has_line(rf"ratio gRPC shuffle/plain TCP wall: {NUMBER}", out)
+    assert not list(tmp_path.glob("fetched-*"))  # the fetched copies are removed
+    assert (tmp_path / "shuffle-runs-20000-2f" / "map-00000" / "part-00000.run").is_file()
+
+
 def test_startup_bench_quick(tmp_path: Path) -> None:
     out = run_bench(STARTUP, tmp_path)
     assert "outputs right: all 6 mapreduce runs" in out
