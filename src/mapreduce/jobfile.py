@@ -27,6 +27,9 @@ from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.dataflow.partition import RangePartitioner
 from mapreduce.errors import JobDefinitionError
 
+#: The names a job file may define (all but map and reduce optional).
+JOB_ATTRIBUTES = ("map", "reduce", "combine", "setup", "partition", "INPUT_FORMAT")
+
 MapFn = Callable[[Any, Any], Iterable[tuple[Any, Any]]]
 ReduceFn = Callable[[Any, Iterable[Any]], Iterable[Any]]
 PartitionFn = Callable[[Any, int], int]

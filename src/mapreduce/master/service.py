@@ -341,6 +341,21 @@ class MasterService(pb_grpc.MasterServicer):
         brief = queries.job_brief(state, job_id, self._now())
         job = state.jobs[job_id]
         summary = queries.finished_summary(state, job_id)
+        # the attempt whose failure failed the job, if a task's failures did
+        last = next(
+            (f for f in reversed(job.failures) if brief.reason.startswith(f"task {f.task} ")),
+            None,
+        )
+        failure = None
+        if brief.state == "failed" and last is not None:
+            failure = pb.AttemptFailure(
+                task=last.task,
+                attempt=last.attempt,
+                worker=last.worker,
+                record=last.label or last.record,
+                reason=last.reason,
+                traceback=last.traceback,
+            )
         return pb.JobStatus(
             job_id=job_id,
             state=brief.state,
@@ -357,6 +372,7 @@ class MasterService(pb_grpc.MasterServicer):
             input_bytes_total=brief.input_bytes_total,
             map_attempts=sum(len(t.attempts) for t in job.maps),
             reduce_attempts=sum(len(t.attempts) for t in job.reduces),
+            failure=failure,
         )
 
     @_guarded
