@@ -167,3 +167,57 @@ def local_parts(tmp_path: Path, job: Path, inputs: Path, *extra: str) -> dict[st
 
 def parts(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(out.glob("part-*"))}
+
+
+class Daemons:
+    """``mapreduce master`` (with its status page) and ``workers`` workers on loopback, sharing
+    a cluster secret; ``extra`` arguments go to every daemon."""
+
+    def __init__(self, tmp_path: Path, workers: int = 2, *extra: str) -> None:
+        self.tmp_path = tmp_path
+        self.secret = tmp_path / "secret"
+        assert run_cli("secret", self.secret).returncode == 0
+        self.security = Security(self.secret.read_bytes().strip())
+        self.address = f"127.0.0.1:{free_port()}"
+        self.http_port = free_port()
+        self.processes: list[subprocess.Popen[str]] = []
+        self.master = self._start(
+            "master", "--listen", self.address, "--http-port", str(self.http_port), *extra
+        )
+        for i in range(workers):
+            self._start(
+                "worker", "--master", self.address, "--workdir", str(tmp_path / f"worker-{i}"),
+                *extra,
+            )  # fmt: skip
+        wait_until(lambda: len(self.workers()) == workers, f"{workers} workers")
+
+    def _start(self, *argv: str) -> subprocess.Popen[str]:
+        name = f"{argv[0]}-{len(self.processes)}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mapreduce", *argv, "--secret-file", str(self.secret)],
+            stdout=(self.tmp_path / f"{name}.out").open("w"),
+            stderr=(self.tmp_path / f"{name}.err").open("w"),
+            text=True,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def log(self, i: int) -> str:
+        """What daemon ``i`` (0: the master) wrote on stderr."""
+        name = f"{'master' if i == 0 else 'worker'}-{i}"
+        return (self.tmp_path / f"{name}.err").read_text()
+
+    def workers(self) -> list[pb.WorkerStatus]:
+        channel = self.security.channel(self.address, [])
+        try:
+            stub = pb_grpc.MasterStub(channel)
+            return list(stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5).workers)
+        except grpc.RpcError:
+            return []
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        for process in self.processes:
+            kill_group(process)

@@ -97,7 +97,11 @@ class _Builder:
         self.definitions: list[str] = []
 
     def source(self) -> str:
-        head = '"""Shipped by mapreduce.run(): the job\'s code, its imports and values."""\n\n'
+        # Annotations stay strings: the names they use need not be shipped.
+        head = (
+            '"""Shipped by mapreduce.run(): the job\'s code, its imports and values."""\n\n'
+            "from __future__ import annotations\n\n"
+        )
         parts = [
             "\n".join(sorted(set(self.imports))),
             "\n".join(self.values),
