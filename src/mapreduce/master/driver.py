@@ -115,6 +115,8 @@ class MasterDriver:
         #: what the shell adds to the status pages and to _summary.json (not durable state:
         #: for example the faults that --chaos injected)
         self.annotate: Callable[[], dict[str, Any]] | None = None
+        #: called first when the driver stops (the health service turns NOT_SERVING)
+        self.on_stop: list[Callable[[], None]] = []
         self._assigned_yet = False
         self._tick_interval = tick_interval
         self._stop = threading.Event()
@@ -187,6 +189,8 @@ class MasterDriver:
     def stop(self) -> None:
         """Stop the ticker and wake long polls.  (The journal needs no closing: whatever
         was acted on is on disk already.)"""
+        for hook in self.on_stop:
+            hook()
         self._stop.set()
         with self.lock:
             self.changed.notify_all()

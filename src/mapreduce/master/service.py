@@ -31,6 +31,7 @@ from mapreduce.master.logs import MAX_LOG_CHARS
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.health import Health
 from mapreduce.rpc.security import Security
 
 HEARTBEAT_INTERVAL = 1.0
@@ -461,18 +462,28 @@ def serve_master(
 
     A single master recovers its state before this returns.  A replicated one
     (a master candidate) answers at once, as a follower, and a background thread
-    waits for it to lead, then recovers and serves.
+    waits for it to lead, then recovers and serves.  Its ``grpc.health.v1`` status
+    is SERVING from then until the driver stops.
     """
+    health = Health([pb.DESCRIPTOR.services_by_name["Master"].full_name])
     server, port = convert.start_grpc_server(
         listen,
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
         max_workers,
         "master-rpc",
         security,
+        health,
     )
-    if driver.journal.replicated:
-        threading.Thread(target=driver.lead, name="master-lead", daemon=True).start()
-    else:
+    driver.on_stop.append(lambda: health.set_serving(False))
+
+    def lead() -> None:
         driver.lead()
+        if not driver.stopped:
+            health.set_serving(True)
+
+    if driver.journal.replicated:
+        threading.Thread(target=lead, name="master-lead", daemon=True).start()
+    else:
+        lead()
     driver.start()
     return server, port

@@ -217,6 +217,7 @@ class Worker:
         self.worker_id = self.config.name or self.address
         self.master = MasterClient(self.config.master, self.security)
         self._register()
+        self.shuffle_server.set_serving(True)  # grpc.health.v1: ready
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         try:
@@ -231,6 +232,8 @@ class Worker:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # draining: probes see NOT_SERVING from now on
+            self.shuffle_server.set_serving(False)
         self.stopping.set()
         self.slot_freed.set()
 
