@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -40,6 +41,20 @@ def kill_group(process: subprocess.Popen[str]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def health(address: str, service: str = "") -> str:
+    """What a ``grpc_health_probe``-style check of ``address`` sees: SERVING, NOT_SERVING...,
+    or the error's code.  It sends no secret and no TLS, as such probes do."""
+    channel = grpc.insecure_channel(address)
+    try:
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.RpcError as exc:
+        return str(exc.code().name)
+    finally:
+        channel.close()
 
 
 class Candidates:

@@ -16,7 +16,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from mapreduce import __version__, options
+from mapreduce import __version__, daemonlog, options
 from mapreduce.core.spec import DEFAULT_MAX_MAPS, DEFAULT_MAX_REDUCERS, MAX_REDUCERS, MAX_SPLITS
 from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, UsageError
 from mapreduce.options import read_secret
@@ -79,6 +79,16 @@ def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
         options.BY_KEYWORD[keyword].add_to(parser)
 
 
+def _add_log_format_flag(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--log-format",
+        choices=daemonlog.FORMATS,
+        default=os.environ.get("MAPREDUCE_LOG_FORMAT", "text"),
+        help="text (default), or json: every line one JSON object with time, level, "
+        "component, job, task, attempt and message, for log shippers ($MAPREDUCE_LOG_FORMAT)",
+    )
+
+
 def _add_cluster_parsers(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
 ) -> None:
@@ -97,6 +107,7 @@ def _add_cluster_parsers(
         help="port of the status web page, on the --listen host (default 7071; 0: any)",
     )
     master.add_argument("--no-http", action="store_true", help="serve no status web page")
+    _add_log_format_flag(master)
     master.add_argument(
         "--raft",
         default="",
@@ -201,6 +212,7 @@ def _add_cluster_parsers(
         "readers cannot hold the shuffle service (default 30)",
     )
     worker.add_argument("--name", default="", help="worker id (default: its address)")
+    _add_log_format_flag(worker)
     # set by the embedded cluster of run --chaos, for its own workers
     worker.add_argument("--chaos", default="", help=argparse.SUPPRESS)
     worker.add_argument("--chaos-seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -239,6 +251,29 @@ def _add_cluster_parsers(
     _add_secret_flag(cancel)
     cancel.add_argument("job", metavar="JOB_ID")
     _add_master_flag(cancel)
+
+    health = subparsers.add_parser(
+        "health",
+        help="check a master's or worker's gRPC health (grpc.health.v1), for health checks",
+        description="Ask the standard gRPC health service of a master or a worker's shuffle "
+        "server for its status, as grpc_health_probe does (no secret needed). Exit 0 when it "
+        "is SERVING (with --live: when it answers at all), else 1.",
+    )
+    health.add_argument("address", metavar="HOST:PORT")
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about: mapreduce.v1.Master or mapreduce.v1.Shuffle "
+        "(default: the server as a whole)",
+    )
+    health.add_argument(
+        "--live",
+        action="store_true",
+        help="succeed whenever the server answers, SERVING or not (a master candidate that "
+        "follows is alive, not serving): for liveness checks",
+    )
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="default 5")
+    _add_tls_flags(health)
 
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
@@ -281,10 +316,7 @@ def _master(args: argparse.Namespace) -> int:
     from mapreduce.master.service import serve_master
     from mapreduce.web.server import StatusServer
 
-    logging.basicConfig(
-        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    daemonlog.configure(args.log_format)
     try:
         config = MasterConfig(
             worker_timeout=args.worker_timeout,
@@ -317,22 +349,26 @@ def _master(args: argparse.Namespace) -> int:
     except JournalCorruptError as exc:
         raise UsageError(f"--state-dir {args.state_dir}: {exc}") from None
     for message in driver.recovery_messages:
-        print(f"mapreduce: journal repaired: {message}", file=sys.stderr, flush=True)
+        logging.getLogger("mapreduce.master").warning("journal repaired: %s", message)
+
+    def say(message: str) -> None:
+        daemonlog.say(args.log_format, "master", message)
+
     host = args.listen.rsplit(":", 1)[0]
     with driver.lock:
         epoch, known = driver.state.epoch, len(driver.state.jobs)
     if driver.journal.replicated:
-        print(f"master candidate, Raft on {args.raft}, peers {args.peers}", flush=True)
+        say(f"master candidate, Raft on {args.raft}, peers {args.peers}")
     elif args.state_dir:
-        print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
-    print(f"master listening on {host}:{port}", flush=True)
+        say(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known")
+    say(f"master listening on {host}:{port}")
     secret = _security(args).secret
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     status = (
         None if args.no_http else StatusServer(driver, host, args.http_port, secret, tls).start()
     )
     if status is not None:
-        print(f"status page: {status.url}", flush=True)
+        say(f"status page: {status.url}")
     try:
         server.wait_for_termination()
     finally:
@@ -393,7 +429,7 @@ def _raft_journal(args: argparse.Namespace) -> Any:
 
 def _restart_process() -> None:
     """A deposed leader starts afresh as a follower: its state may hold uncommitted decisions."""
-    print("mapreduce: no longer the leader: restarting as a follower", file=sys.stderr, flush=True)
+    logging.getLogger("mapreduce.master").warning("no longer the leader: restarting as a follower")
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -426,10 +462,7 @@ def _worker(args: argparse.Namespace) -> int:
     start_fork_server()  # it starts up while this process imports gRPC
     from mapreduce.worker.agent import Worker, WorkerConfig
 
-    logging.basicConfig(
-        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    daemonlog.configure(args.log_format)
     if args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
     _refuse_open_binding(args.listen, _security(args))
@@ -518,6 +551,31 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    from mapreduce.rpc.security import Security
+
+    tls = _security(argparse.Namespace(secret_file="", **vars(args)))
+    channel = Security(cert=tls.cert, key=tls.key, ca=tls.ca).channel(args.address, [])
+    try:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        reply = check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"{args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if args.live or reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _logs(args: argparse.Namespace) -> int:
     from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
@@ -548,6 +606,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "logs": _logs,
         "cancel": _cancel,
         "secret": _secret,
+        "health": _health,
     }
     try:
         return commands[args.command](args)

@@ -237,7 +237,9 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportReduceDone(
         self, request: pb.ReportReduceDoneRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        return self._succeeded(request, ev.ReduceTaskSucceeded)
+        ack = self._succeeded(request, ev.ReduceTaskSucceeded)
+        self.driver.observe_fetches(request.fetch_seconds)  # /metrics only: not an event
+        return ack
 
     @_guarded
     def ReportTaskFailed(

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from mapreduce import daemonlog
 from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
@@ -90,8 +91,18 @@ class WorkerConfig:
     security: Security | None = None
 
 
-def _dropped_fetch() -> int:
+def _dropped_fetch() -> float:
     raise FetchError("the fetch was dropped (fault injected by --chaos)")
+
+
+def _timed_fetch(
+    channel: grpc.Channel, output: tuple[str, int, int], partition: int, dest: str
+) -> float:
+    """Fetch one partition of a map output (see :func:`fetch_partition`); return the seconds
+    it took (the master's fetch latency histogram)."""
+    started = time.monotonic()
+    fetch_partition(channel, output, partition, dest)
+    return time.monotonic() - started
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -111,6 +122,8 @@ class _Running:
     child: ChildAttempt | None = None
     last_progress: int = -1
     fetching: bool = False
+    #: seconds each successful fetch of a map output took (reported with the result)
+    fetch_seconds: list[float] = field(default_factory=list)
     #: the worker's machine failed the attempt (its disk is full), not the task
     machine_fault: bool = False
 
@@ -471,12 +484,15 @@ class Worker:
         return self.chaos is not None and self.chaos.crash_task(ref.job_id, task)
 
     def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
+        ref = running.ref
+        about = daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt)
+        log.info("attempt started", extra=about)
         try:
             if self.chaos is not None:
                 self.chaos.slow_down(running.killed)  # --chaos slow-worker
             target(running, assignment)  # type: ignore[operator]
         except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
-            log.exception("attempt %s crashed", running.ref)
+            log.exception("attempt crashed", extra=about)
             number = infrastructure_errno(exc)
             if number is not None and not running.machine_fault:
                 # this process's own I/O: a full work directory, or out of file descriptors
@@ -486,6 +502,7 @@ class Worker:
                 )
             self._report_failure(running, "", f"worker error: {type(exc).__name__}: {exc}", "")
         finally:
+            log.info("attempt ended%s", " (killed)" if running.killed.is_set() else "", extra=about)
             with self.lock:
                 self.running.pop(running.ref, None)
             self.slot_freed.set()
@@ -505,6 +522,14 @@ class Worker:
             return
         if running.machine_fault:
             reason = f"{reason} (this worker's machine failed it: {self.paused or 'see its log'})"
+        ref = running.ref
+        where = f" on record {label or record}" if record else ""
+        log.warning(
+            "attempt failed%s: %s",
+            where,
+            reason,
+            extra=daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt),
+        )
         try:
             log_tail = read_log_tail(self._log_path(running.ref))
         except OSError:  # the work directory's disk is full or failing
@@ -624,7 +649,7 @@ class Worker:
         fetched: dict[int, str] = {}
         known: dict[int, tuple[int, str]] = {}  # map index -> (attempt, address)
         seen = 0
-        pending: dict[futures.Future[int], tuple[int, int, str]] = {}
+        pending: dict[futures.Future[float], tuple[int, int, str]] = {}
         running.fetching = True
         pool = futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch")
         try:
@@ -658,7 +683,7 @@ class Worker:
                         pending[future] = (map_index, map_attempt, dest)
                         continue
                     future = pool.submit(
-                        fetch_partition,
+                        _timed_fetch,
                         self._channel(address),
                         (ref.job_id, map_index, map_attempt),
                         ref.index,
@@ -669,7 +694,7 @@ class Worker:
                 for future in done:
                     map_index, map_attempt, dest = pending.pop(future)
                     try:
-                        future.result()
+                        running.fetch_seconds.append(future.result())
                         fetched[map_index] = dest
                     except FetchError as exc:
                         if known.get(map_index, (None, ""))[0] == map_attempt:
@@ -753,6 +778,7 @@ class Worker:
                     attempt=convert.attempt_to_pb(ref),
                     stats=convert.stats_to_pb(outcome.result),
                     log=read_log_tail(child.log_path),
+                    fetch_seconds=running.fetch_seconds,
                 ),
             )
             self._task_finished()
