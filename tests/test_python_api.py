@@ -23,7 +23,7 @@ from mapreduce.cli import build_parser
 from mapreduce.dataflow.runner import format_field
 from mapreduce.errors import JobFailedError, OutputError, UsageError
 from mapreduce.options import BY_KEYWORD
-from tests.conftest import EXAMPLES, GUTENBERG
+from tests.conftest import EXAMPLES, GUTENBERG, run_cli
 from tests.daemons import Daemons
 
 WORD = re.compile(r"[a-z0-9]+(?:'[a-z0-9]+)*")
@@ -180,6 +180,34 @@ def test_jobs_that_cannot_be_shipped_are_refused_before_anything_runs(
         mapreduce.run(EXAMPLES / "wordcount.py", corpus, tmp_path / "out", split_size=[1])
 
 
+class LengthJob:
+    """A job as a class of static functions, with a RangePartitioner shipped by value."""
+
+    partition = mapreduce.RangePartitioner()
+
+    @staticmethod
+    def map(key: tuple[str, int], line: str) -> Iterator[tuple[int, str]]:
+        for word in words_of(line):
+            yield len(word), word
+
+    @staticmethod
+    def reduce(length: int, words: Iterable[str]) -> Iterator[int]:
+        yield len(set(words))
+
+
+def test_a_job_class_of_static_functions_with_a_range_partitioner(
+    tmp_path: Path, corpus: Path
+) -> None:
+    result = mapreduce.run(LengthJob, corpus, tmp_path / "out", reducers=3, local=True)
+    records = list(result.records())
+    expected: dict[int, set[str]] = {}
+    for name in DOCUMENTS:
+        for line in (corpus / name).read_text(encoding="utf-8").splitlines():
+            for word in words_of(line):
+                expected.setdefault(len(word), set()).add(word)
+    assert records == sorted((n, len(ws)) for n, ws in expected.items())  # a total order
+
+
 KEYS_JOB = """
 INPUT_FORMAT = "jsonl"
 
@@ -292,3 +320,12 @@ def test_functions_of_a_script_run_as_main_are_shipped_to_the_workers(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "True", done.stderr
+
+
+def test_version_is_the_package_version() -> None:
+    from importlib.metadata import version
+
+    done = run_cli("--version")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == f"mapreduce {version('mapreduce')}"
+    assert mapreduce.__version__ == version("mapreduce")
