@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import mapreduce
 from mapreduce.web.metrics import METRICS
+from mapreduce.worker.shuffle import MapOutputRegistry, serve_shuffle
 from tests.conftest import EXAMPLES, REPO, run_cli
 from tests.daemons import Daemons, free_port, health
 
@@ -127,3 +128,20 @@ def test_daemons_log_one_json_object_a_line(
         "map-00000", "map-00001", "map-00002", "reduce-00000", "reduce-00001",
     }  # fmt: skip
     assert all(isinstance(attempt, int) for _task, attempt in attempts)
+
+
+def test_a_shuffle_server_serves_only_between_ready_and_stopping(tmp_path: Path) -> None:
+    server, port = serve_shuffle("127.0.0.1:0", MapOutputRegistry())
+    address = f"127.0.0.1:{port}"
+    try:
+        # up, but its worker has not registered yet
+        assert health(address) == "NOT_SERVING"
+        assert health(address, "mapreduce.v1.Shuffle") == "NOT_SERVING"
+        server.set_serving(True)
+        assert health(address) == "SERVING"
+        assert health(address, "mapreduce.v1.Shuffle") == "SERVING"
+        server.set_serving(False)  # what Worker.stop() does first: draining
+        assert health(address) == "NOT_SERVING"
+    finally:
+        server.stop()
+    assert health(address) == "UNAVAILABLE"

@@ -61,10 +61,29 @@ class JsonFormatter(logging.Formatter):
         )
 
 
+class TextFormatter(logging.Formatter):
+    """``TIME LOGGER: [JOB TASK attempt N] MESSAGE``, for people."""
+
+    def __init__(self) -> None:
+        super().__init__(_TEXT)
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        attempt = getattr(record, "attempt", None)
+        parts = (
+            getattr(record, "job", ""),
+            getattr(record, "task", ""),
+            "" if attempt is None else f"attempt {attempt}",
+        )
+        about = " ".join(str(part) for part in parts if part)
+        if about:
+            record.message = f"{about}: {record.message}"
+        return super().formatMessage(record)
+
+
 def configure(log_format: str) -> None:
     """Set up the daemon's logging on stderr ($MAPREDUCE_LOG_LEVEL, default INFO)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(_TEXT))
+    handler.setFormatter(JsonFormatter() if log_format == "json" else TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"))
