@@ -17,6 +17,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import mapreduce
 from mapreduce.cluster import EmbeddedCluster
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
@@ -203,6 +204,15 @@ def test_a_job_runs_over_mutual_tls_and_a_client_without_a_certificate_is_refuse
         assert (tmp_path / "out" / "part-00000").read_text() == (
             tmp_path / "local" / "part-00000"
         ).read_text()
+        # the Python API takes the same options as keywords
+        result = mapreduce.run(
+            EXAMPLES / "wordcount.py", inputs, tmp_path / "api", master=address,
+            secret_file=str(secret), tls_ca=str(ca), tls_cert=str(cert), tls_key=str(key),
+        )  # fmt: skip
+        assert list(result.records()) == list(mapreduce.read_output(tmp_path / "local"))
+        # grpc_health_probe -tls -tls-ca-cert ... -tls-client-cert ...: no secret needed
+        probe = run_cli("health", address, *tls[2:])
+        assert probe.returncode == 0 and "SERVING" in probe.stdout, probe.stderr
         for partial in (
             ["--secret-file", str(secret), "--tls-ca", str(ca)],  # TLS, but no client certificate
             ["--secret-file", str(secret)],  # no TLS at all
