@@ -291,8 +291,14 @@ import mapreduce
 
 MIN_LENGTH = 4  # a global value, shipped by value
 
-def long_words(line):
-    return [w for w in line.lower().split() if len(w) >= MIN_LENGTH]
+class Tokenizer:  # a class of __main__, shipped by source with what its body reads
+    minimum = MIN_LENGTH
+
+    def words(self, line):
+        return [w for w in line.lower().split() if len(w) >= self.minimum]
+
+def long_words(line, tokenizer=Tokenizer()):  # a default value made when it is defined
+    return tokenizer.words(line)
 
 def map(key, line):
     for word in long_words(line):

@@ -21,17 +21,22 @@ values they close over are not globals), and globals that cannot be pickled.
 
 from __future__ import annotations
 
+import ast
 import dis
 import hashlib
 import inspect
 import os
 import pickle
+import sys
 import textwrap
 import types
 from typing import Any
 
 from mapreduce.errors import UsageError
 from mapreduce.jobfile import JOB_ATTRIBUTES
+
+#: The name the shipped module imports pickle as (not one a job's code would use).
+_PICKLE = "_mapreduce_pickle"
 
 
 def job_files(job: Any, directory: str) -> tuple[str, tuple[str, ...]]:
@@ -162,10 +167,10 @@ class _Builder:
                 raise UsageError(
                     f"{what}: {name} cannot be shipped by value ({type(exc).__name__}: {exc})"
                 ) from None
-            if "pickle" not in self.bound:
-                self._claim("pickle", pickle, what)
-                self.imports.append("import pickle")
-            self.values.append(f"{name} = pickle.loads({data!r})")
+            if _PICKLE not in self.bound:
+                self._claim(_PICKLE, pickle, what)
+                self.imports.append(f"import pickle as {_PICKLE}")
+            self.values.append(f"{name} = {_PICKLE}.loads({data!r})")
         return name
 
     def _function(self, fn: types.FunctionType, what: str) -> None:
@@ -186,6 +191,7 @@ class _Builder:
         if not source.startswith(("def ", "async def ")):
             raise UsageError(f"{what}: a decorated function cannot be shipped by source")
         self._globals(fn.__code__, fn.__globals__, what)
+        self._names(_definition_names(source), fn.__globals__, what)
         self.definitions.append(source.rstrip())
 
     def _class(self, cls: type, what: str) -> None:
@@ -195,9 +201,8 @@ class _Builder:
         source = _source(cls, what)
         if not source.startswith("class "):
             raise UsageError(f"{what}: a decorated class cannot be shipped by source")
-        for base in cls.__bases__:
-            if base is not object:
-                self.bind(base.__name__, base, what)
+        module = sys.modules.get(cls.__module__)
+        self._names(_definition_names(source), vars(module) if module else {}, what)
         for member in vars(cls).values():
             fn = member.__func__ if isinstance(member, staticmethod | classmethod) else member
             if isinstance(fn, types.FunctionType):
@@ -206,7 +211,10 @@ class _Builder:
 
     def _globals(self, code: types.CodeType, namespace: dict[str, Any], what: str) -> None:
         """Bind every global name ``code`` (and the code nested in it) reads."""
-        for name in sorted(_global_names(code)):
+        self._names(_global_names(code), namespace, what)
+
+    def _names(self, names: set[str], namespace: dict[str, Any], what: str) -> None:
+        for name in sorted(names):
             if name in namespace:
                 self.bind(name, namespace[name], what)
 
@@ -216,6 +224,27 @@ def _source(obj: Any, what: str) -> str:
         return textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as exc:
         raise UsageError(f"{what}: its source cannot be found ({exc})") from None
+
+
+def _definition_names(source: str) -> set[str]:
+    """The names a ``def`` or ``class`` statement reads when it runs: default values, bases,
+    class bodies (not what its functions read when called: see :func:`_global_names`)."""
+    names: set[str] = set()
+
+    def visit(node: ast.AST) -> None:
+        if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef | ast.Lambda):
+            defaults = [*node.args.defaults, *(d for d in node.args.kw_defaults if d)]
+            for expression in defaults:
+                visit(expression)
+            return
+        if isinstance(node, ast.Name) and isinstance(node.ctx, ast.Load):
+            names.add(node.id)
+        for child in ast.iter_child_nodes(node):
+            visit(child)
+
+    for statement in ast.parse(source).body:
+        visit(statement)
+    return names
 
 
 def _global_names(code: types.CodeType) -> set[str]:
