@@ -178,6 +178,17 @@ def job_summary(state: MasterState, job_id: str) -> JobSummary:
     return summary
 
 
+def failing_attempt(state: MasterState, job_id: str) -> FailedAttempt | None:
+    """Of a job that failed because a task did, that task's last failed attempt, else None."""
+    job = state.jobs[job_id]
+    if job.state is not JobState.FAILED:
+        return None
+    for failure in reversed(job.failures):
+        if job.reason.startswith(f"task {failure.task} "):
+            return failure
+    return None
+
+
 def finished_summary(state: MasterState, job_id: str) -> dict[str, object] | None:
     """The content of ``_summary.json`` once the job has succeeded, else None."""
     job = state.jobs[job_id]

@@ -344,13 +344,9 @@ class MasterService(pb_grpc.MasterServicer):
         brief = queries.job_brief(state, job_id, self._now())
         job = state.jobs[job_id]
         summary = queries.finished_summary(state, job_id)
-        # the attempt whose failure failed the job, if a task's failures did
-        last = next(
-            (f for f in reversed(job.failures) if brief.reason.startswith(f"task {f.task} ")),
-            None,
-        )
+        last = queries.failing_attempt(state, job_id)
         failure = None
-        if brief.state == "failed" and last is not None:
+        if last is not None:
             failure = pb.AttemptFailure(
                 task=last.task,
                 attempt=last.attempt,
