@@ -72,7 +72,7 @@ def job_files(job: Any, directory: str) -> tuple[str, tuple[str, ...]]:
     helper_source = builder.source()
     digest = hashlib.sha256(helper_source.encode()).hexdigest()[:16]
     helper = f"_mapreduce_shipped_{digest}"
-    label = getattr(job, "__name__", "") or type(job).__name__
+    label = getattr(job, "__name__", "") or "job"
     label = "".join(c if c.isalnum() or c == "_" else "_" for c in label).strip("_") or "job"
     job_path = os.path.join(directory, f"{label}.py")
     helper_path = os.path.join(directory, f"{helper}.py")
@@ -80,7 +80,7 @@ def job_files(job: Any, directory: str) -> tuple[str, tuple[str, ...]]:
         f.write(helper_source)
     with open(job_path, "w", encoding="utf-8") as f:
         f.write(
-            f'"""The job {label}, shipped by mapreduce.run() (see {helper}.py)."""\n\n'
+            f'"""{label}: a job shipped by mapreduce.run() (its code: {helper}.py)."""\n\n'
             f"from {helper} import {', '.join(imports)}  # noqa: F401\n"
         )
     return job_path, (helper_path,)
@@ -161,6 +161,9 @@ class _Builder:
                 self.imports.append(f"from {module} import {qualname}{alias}")
             return name
         if self._claim(name, value, what):
+            if _is_literal(value):  # readable: INPUT_FORMAT = 'jsonl'
+                self.values.append(f"{name} = {value!r}")
+                return name
             try:
                 data = pickle.dumps(value)
             except Exception as exc:
@@ -224,6 +227,15 @@ def _source(obj: Any, what: str) -> str:
         return textwrap.dedent(inspect.getsource(obj))
     except (OSError, TypeError) as exc:
         raise UsageError(f"{what}: its source cannot be found ({exc})") from None
+
+
+def _is_literal(value: Any) -> bool:
+    """Whether ``repr(value)`` is a Python literal that gives ``value`` back exactly."""
+    try:
+        again = ast.literal_eval(repr(value))
+    except (ValueError, SyntaxError, TypeError, MemoryError, RecursionError):
+        return False
+    return type(again) is type(value) and bool(again == value)
 
 
 def _definition_names(source: str) -> set[str]:
