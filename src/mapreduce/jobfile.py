@@ -29,6 +29,17 @@ from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.dataflow.partition import RangePartitioner
 from mapreduce.errors import JobDefinitionError
 
+#: The names a job file may define (all but map and reduce optional).
+JOB_ATTRIBUTES = (
+    "map",
+    "map_split",
+    "reduce",
+    "combine",
+    "setup",
+    "partition",
+    "INPUT_FORMAT",
+)
+
 MapFn = Callable[[Any, Any], Iterable[tuple[Any, Any]]]
 MapSplitFn = Callable[[Iterator[tuple[Any, Any]]], Iterable[tuple[Any, Any]] | None]
 ReduceFn = Callable[[Any, Iterable[Any]], Iterable[Any]]

@@ -32,6 +32,7 @@ from mapreduce.master.logs import MAX_LOG_CHARS
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.health import Health
 from mapreduce.rpc.security import Security
 
 HEARTBEAT_INTERVAL = 1.0
@@ -244,7 +245,9 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportReduceDone(
         self, request: pb.ReportReduceDoneRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        return self._succeeded(request, ev.ReduceTaskSucceeded)
+        ack = self._succeeded(request, ev.ReduceTaskSucceeded)
+        self.driver.observe_fetches(request.fetch_seconds)  # /metrics only: not an event
+        return ack
 
     @_guarded
     def ReportTaskFailed(
@@ -349,6 +352,17 @@ class MasterService(pb_grpc.MasterServicer):
         brief = queries.job_brief(state, job_id, self._now())
         job = state.jobs[job_id]
         summary = queries.finished_summary(state, job_id)
+        last = queries.failing_attempt(state, job_id)
+        failure = None
+        if last is not None:
+            failure = pb.AttemptFailure(
+                task=last.task,
+                attempt=last.attempt,
+                worker=last.worker,
+                record=last.label or last.record,
+                reason=last.reason,
+                traceback=last.traceback,
+            )
         return pb.JobStatus(
             job_id=job_id,
             state=brief.state,
@@ -365,6 +379,7 @@ class MasterService(pb_grpc.MasterServicer):
             input_bytes_total=brief.input_bytes_total,
             map_attempts=sum(len(t.attempts) for t in job.maps),
             reduce_attempts=sum(len(t.attempts) for t in job.reduces),
+            failure=failure,
         )
 
     @_guarded
@@ -453,18 +468,28 @@ def serve_master(
 
     A single master recovers its state before this returns.  A replicated one
     (a master candidate) answers at once, as a follower, and a background thread
-    waits for it to lead, then recovers and serves.
+    waits for it to lead, then recovers and serves.  Its ``grpc.health.v1`` status
+    is SERVING from then until the driver stops.
     """
+    health = Health([pb.DESCRIPTOR.services_by_name["Master"].full_name])
     server, port = convert.start_grpc_server(
         listen,
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
         max_workers,
         "master-rpc",
         security,
+        health,
     )
-    if driver.journal.replicated:
-        threading.Thread(target=driver.lead, name="master-lead", daemon=True).start()
-    else:
+    driver.on_stop.append(lambda: health.set_serving(False))
+
+    def lead() -> None:
         driver.lead()
+        if not driver.stopped:
+            health.set_serving(True)
+
+    if driver.journal.replicated:
+        threading.Thread(target=lead, name="master-lead", daemon=True).start()
+    else:
+        lead()
     driver.start()
     return server, port

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from mapreduce import daemonlog
 from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
@@ -93,8 +94,18 @@ class WorkerConfig:
     security: Security | None = None
 
 
-def _dropped_fetch() -> int:
+def _dropped_fetch() -> float:
     raise FetchError("the fetch was dropped (fault injected by --chaos)")
+
+
+def _timed_fetch(
+    channel: grpc.Channel, output: tuple[str, int, int], partition: int, dest: str
+) -> float:
+    """Fetch one partition of a map output (see :func:`fetch_partition`); return the seconds
+    it took (the master's fetch latency histogram)."""
+    started = time.monotonic()
+    fetch_partition(channel, output, partition, dest)
+    return time.monotonic() - started
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -114,6 +125,8 @@ class _Running:
     child: ChildAttempt | None = None
     last_progress: int = -1
     fetching: bool = False
+    #: seconds each successful fetch of a map output took (reported with the result)
+    fetch_seconds: list[float] = field(default_factory=list)
     #: the worker's machine failed the attempt (its disk is full), not the task
     machine_fault: bool = False
 
@@ -224,6 +237,7 @@ class Worker:
         self.worker_id = self.config.name or self.address
         self.master = MasterClient(self.config.master, self.security)
         self._register()
+        self.shuffle_server.set_serving(True)  # grpc.health.v1: ready
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         try:
@@ -238,6 +252,8 @@ class Worker:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # draining: probes see NOT_SERVING from now on
+            self.shuffle_server.set_serving(False)
         self.stopping.set()
         self.slot_freed.set()
 
@@ -491,12 +507,15 @@ class Worker:
         return self.chaos is not None and self.chaos.crash_task(ref.job_id, task)
 
     def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
+        ref = running.ref
+        about = daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt)
+        log.info("attempt started", extra=about)
         try:
             if self.chaos is not None:
                 self.chaos.slow_down(running.killed)  # --chaos slow-worker
             target(running, assignment)  # type: ignore[operator]
         except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
-            log.exception("attempt %s crashed", running.ref)
+            log.exception("attempt crashed", extra=about)
             number = infrastructure_errno(exc)
             if number is not None and not running.machine_fault:
                 # this process's own I/O: a full work directory, or out of file descriptors
@@ -506,6 +525,7 @@ class Worker:
                 )
             self._report_failure(running, "", f"worker error: {type(exc).__name__}: {exc}", "")
         finally:
+            log.info("attempt ended%s", " (killed)" if running.killed.is_set() else "", extra=about)
             with self.lock:
                 self.running.pop(running.ref, None)
             self.slot_freed.set()
@@ -525,6 +545,14 @@ class Worker:
             return
         if running.machine_fault:
             reason = f"{reason} (this worker's machine failed it: {self.paused or 'see its log'})"
+        ref = running.ref
+        where = f" on record {label or record}" if record else ""
+        log.warning(
+            "attempt failed%s: %s",
+            where,
+            reason,
+            extra=daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt),
+        )
         try:
             log_tail = read_log_tail(self._log_path(running.ref))
         except OSError:  # the work directory's disk is full or failing
@@ -644,7 +672,7 @@ class Worker:
         fetched: dict[int, str] = {}
         known: dict[int, tuple[int, str]] = {}  # map index -> (attempt, address)
         seen = 0
-        pending: dict[futures.Future[int], tuple[int, int, str]] = {}
+        pending: dict[futures.Future[float], tuple[int, int, str]] = {}
         running.fetching = True
         pool = futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch")
         try:
@@ -678,7 +706,7 @@ class Worker:
                         pending[future] = (map_index, map_attempt, dest)
                         continue
                     future = pool.submit(
-                        fetch_partition,
+                        _timed_fetch,
                         self._channel(address),
                         (ref.job_id, map_index, map_attempt),
                         ref.index,
@@ -689,7 +717,7 @@ class Worker:
                 for future in done:
                     map_index, map_attempt, dest = pending.pop(future)
                     try:
-                        future.result()
+                        running.fetch_seconds.append(future.result())
                         fetched[map_index] = dest
                     except FetchError as exc:
                         if known.get(map_index, (None, ""))[0] == map_attempt:
@@ -773,6 +801,7 @@ class Worker:
                     attempt=convert.attempt_to_pb(ref),
                     stats=convert.stats_to_pb(outcome.result),
                     log=read_log_tail(child.log_path),
+                    fetch_seconds=running.fetch_seconds,
                 ),
             )
             self._task_finished()
