@@ -359,7 +359,7 @@ def test_a_job_object_with_map_split_runs_locally_and_on_the_embedded_cluster(
     for name in DOCUMENTS:
         expected.update((corpus / name).read_text(encoding="utf-8").split())
     for keywords in ({"local": True}, {"workers": 2}):
-        out = tmp_path / str(len(keywords))
+        out = tmp_path / "-".join(keywords)
         result = mapreduce.run(BlockWordCount, corpus, out, reducers=2, **keywords)
         got = {format_field(k): v for k, v in result.records()}  # "true" reads back as True
         assert got == {k: v for k, v in expected.items()}
