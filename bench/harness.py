@@ -196,16 +196,19 @@ def mapreduce_runs(
     split_size: int,
     workers: Sequence[int],
     extra: Sequence[str] = (),
+    label: str = "",
 ) -> list[Contender]:
-    """``mapreduce run JOB ... --local``, then the same with ``--workers N`` for each N."""
+    """``mapreduce run JOB ... --local``, then the same with ``--workers N`` for each N
+    (named ``mapreduce LABEL --local``... when a ``label`` tells jobs apart)."""
     mapreduce, env = mapreduce_command()
     common = [*mapreduce, "run", str(job), "--input", str(dataset.path), "--output", "OUT"]
     common += ["--reducers", str(reducers), "--split-size", str(split_size), *extra]
     common += ["--overwrite", "-q"]
-    runs = [Contender("mapreduce --local", [*common, "--local"], env, mapreduce=True)]
+    name = f"mapreduce {label} " if label else "mapreduce "
+    runs = [Contender(f"{name}--local", [*common, "--local"], env, mapreduce=True)]
     for n in workers:
         argv = [*common, "--workers", str(n)]
-        runs.append(Contender(f"mapreduce --workers {n}", argv, env, mapreduce=True, workers=n))
+        runs.append(Contender(f"{name}--workers {n}", argv, env, mapreduce=True, workers=n))
     return runs
 
 

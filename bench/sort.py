@@ -58,6 +58,13 @@ checkout's ``src/``)::
     python bench/sort.py --records 5000000 --files 16   # the size of the performance anchors
     python bench/sort.py --reducers 8 --workers 1 2
     python bench/sort.py --quick                        # 20,000 records, 2 files, 1 run
+    python bench/sort.py --security                     # the cost of the secret and TLS
+
+With ``--security`` the contenders are the 1-core baseline (the reference output)
+and the same ``examples/sort.py`` job submitted to a master and ``--workers``
+workers started for each run by ``bench/daemon_run.py``: with no secret, with the
+cluster secret, and with the secret and mutual TLS on every connection (the
+shuffle's included); it prints the ratios of the last two to the first.
 
 Exit status: 0 when every run succeeded and all outputs agree, 1 when a run
 failed or the outputs disagree, 2 for a usage error.
@@ -68,6 +75,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import shutil
+import statistics
 import subprocess
 import sys
 from collections.abc import Iterator, Sequence
@@ -93,9 +101,11 @@ from harness import (
     run_directory,
     warm_page_cache,
 )
-from measuring import REPO, BenchError, enable_subreaper, run_main
+from measuring import REPO, BenchError, enable_subreaper, mapreduce_command, run_main
 
 JOB = REPO / "examples" / "sort.py"
+DAEMON_RUN = REPO / "bench" / "daemon_run.py"
+SECURITY_MODES = ("none", "secret", "tls")
 KEY_LENGTH = 10  # examples/sort.py's key: the first 10 characters of a record
 CHUNK = 1 << 20
 
@@ -205,6 +215,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--records", type=int, help="number of 100-byte records")
     parser.add_argument("--files", type=int, help="number of input files")
+    parser.add_argument(
+        "--security",
+        action="store_true",
+        help="measure jobs on daemons with no secret, the secret, and the secret with TLS",
+    )
     add_common_arguments(parser, reducers=4, workers=DEFAULT_WORKERS)
     args = finish_arguments(parser, parser.parse_args(argv), DEFAULTS, QUICK)
     if args.records < 1 or args.files < 1:
@@ -237,6 +252,37 @@ def contenders_for(
     return contenders
 
 
+def security_contenders(
+    args: argparse.Namespace, records: Dataset, split_size: int
+) -> list[Contender]:
+    """The 1-core baseline, then the job on daemons without and with the secret and TLS."""
+    contenders = [baseline("python sort (1 core)", "1-core", "sort", "single", records.files)]
+    workers = max(args.workers or [2])
+    _mapreduce, env = mapreduce_command()
+    for mode in SECURITY_MODES:
+        argv = [sys.executable, str(DAEMON_RUN), "--security", mode, "--workers", str(workers)]
+        argv += ["--", str(JOB), "--input", str(records.path), "--output", "OUT", "--reducers"]
+        argv += [str(args.reducers), "--split-size", str(split_size), "-q"]
+        name = f"mapreduce daemons {mode}"
+        contenders.append(Contender(name, argv, env, mapreduce=True, workers=workers))
+    return contenders
+
+
+def print_security_ratios(contenders: Sequence[Contender]) -> None:
+    """``ratio daemons secret/none wall: 1.02x cpu: 1.01x`` and the same for TLS."""
+    runs = {c.name.rsplit(" ", 1)[-1]: c for c in contenders if c.mapreduce}
+    if set(runs) != set(SECURITY_MODES):
+        return
+    for mode in SECURITY_MODES[1:]:
+        ratio = runs[mode].median_wall() / runs["none"].median_wall()
+        cpu = median_cpu(runs[mode]) / median_cpu(runs["none"])
+        print(f"ratio daemons {mode}/none wall: {ratio:.3f}x cpu: {cpu:.3f}x")
+
+
+def median_cpu(contender: Contender) -> float:
+    return statistics.median(s.cpu for s in contender.samples)
+
+
 def run(args: argparse.Namespace) -> None:
     args.work_dir.mkdir(parents=True, exist_ok=True)
     target = args.work_dir / f"records-{args.records}-{args.files}f"
@@ -248,14 +294,17 @@ def run(args: argparse.Namespace) -> None:
     split_size = args.split_size or auto_split_size(
         [p.stat().st_size for p in records.files], args.workers
     )
-    sort = gnu_sort()
-    contenders = contenders_for(args, records, split_size, sort)
+    sort = None if args.security else gnu_sort()
+    if args.security:
+        contenders = security_contenders(args, records, split_size)
+    else:
+        contenders = contenders_for(args, records, split_size, sort)
 
     print(f"records   {records.path}: {args.records:,} records, {records.bytes:,} bytes ", end="")
     print(f"in {len(records.files)} files", "(reused)" if records.reused else "(generated)")
     print_environment()
     print_commands(contenders, records)
-    if sort is None:
+    if sort is None and not args.security:
         print("note      no GNU sort on the PATH: its baseline is left out")
     print(f"runs      {args.repeat} of each, alternating; figures are medians", flush=True)
 
@@ -284,6 +333,7 @@ def run(args: argparse.Namespace) -> None:
     print_map_tasks(contenders, split_size, args.reducers, args.workers)
     print_notes(contenders, subreaper)
     print_ratios(contenders)
+    print_security_ratios(contenders)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -97,6 +97,7 @@ from harness import (
 from measuring import REPO, BenchError, enable_subreaper, run_main
 
 JOB = REPO / "bench" / "jobs" / "wordcount_split.py"
+BLOCK_JOB = REPO / "bench" / "jobs" / "wordcount_block.py"
 
 DEFAULTS = {"mb": 64.0, "files": 8, "repeat": 3}
 QUICK = {"mb": 2.0, "files": 2, "repeat": 1}
@@ -156,6 +157,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--mb", type=float, help="corpus size in 10**6 bytes")
     parser.add_argument("--files", type=int, help="number of corpus files")
+    parser.add_argument(
+        "--job",
+        choices=("natural", "block", "both"),
+        default="natural",
+        help="natural: map() yields (word, 1), with a combiner (bench/jobs/wordcount_split.py); "
+        "block: map_split() counts a whole split in a Counter (bench/jobs/wordcount_block.py); "
+        "both: each, in one run (default natural)",
+    )
     add_common_arguments(parser, reducers=2, workers=DEFAULT_WORKERS)
     args = finish_arguments(parser, parser.parse_args(argv), DEFAULTS, QUICK)
     if args.mb <= 0 or args.files < 1:
@@ -177,18 +186,32 @@ def contenders_for(args: argparse.Namespace, corpus: Dataset, split_size: int) -
             "--processes",
             str(args.pool),
         ),
-        *mapreduce_runs(JOB, corpus, args.reducers, split_size, args.workers),
+        *(
+            mapreduce_runs(JOB, corpus, args.reducers, split_size, args.workers)
+            if args.job in ("natural", "both")
+            else []
+        ),
+        *(
+            mapreduce_runs(
+                BLOCK_JOB, corpus, args.reducers, split_size, args.workers, label="block"
+            )
+            if args.job in ("block", "both")
+            else []
+        ),
     ]
 
 
 def print_scaling(contenders: Sequence[Contender]) -> None:
-    clusters = [c for c in contenders if c.workers]
-    if len(clusters) >= 2 and clusters[0].workers == 1:
+    """``ratio --workers N/--workers 1 wall`` for each job measured on both."""
+    for label in ("", "block "):
+        clusters = [c for c in contenders if c.workers and c.short.startswith(label + "--")]
+        if len(clusters) < 2 or clusters[0].workers != 1:
+            continue
         one, most = clusters[0], clusters[-1]
         ratio = most.median_wall() / one.median_wall()
         ideal = 1 / most.workers
         print(
-            f"ratio --workers {most.workers}/--workers 1 wall: {ratio:.2f}x "
+            f"ratio {label}--workers {most.workers}/--workers 1 wall: {ratio:.2f}x "
             f"(parallel efficiency {ideal / ratio:.0%}: {ideal:.2f}x would be perfect "
             "scaling, 1.00x no gain)"
         )

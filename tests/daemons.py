@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
@@ -40,6 +41,20 @@ def kill_group(process: subprocess.Popen[str]) -> None:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(process.pid, signal.SIGKILL)
     process.wait()
+
+
+def health(address: str, service: str = "") -> str:
+    """What a ``grpc_health_probe``-style check of ``address`` sees: SERVING, NOT_SERVING...,
+    or the error's code.  It sends no secret and no TLS, as such probes do."""
+    channel = grpc.insecure_channel(address)
+    try:
+        request = health_pb2.HealthCheckRequest(service=service)
+        reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=5)
+        return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    except grpc.RpcError as exc:
+        return str(exc.code().name)
+    finally:
+        channel.close()
 
 
 class Candidates:
@@ -167,3 +182,57 @@ def local_parts(tmp_path: Path, job: Path, inputs: Path, *extra: str) -> dict[st
 
 def parts(out: Path) -> dict[str, str]:
     return {p.name: p.read_text() for p in sorted(out.glob("part-*"))}
+
+
+class Daemons:
+    """``mapreduce master`` (with its status page) and ``workers`` workers on loopback, sharing
+    a cluster secret; ``extra`` arguments go to every daemon."""
+
+    def __init__(self, tmp_path: Path, workers: int = 2, *extra: str) -> None:
+        self.tmp_path = tmp_path
+        self.secret = tmp_path / "secret"
+        assert run_cli("secret", self.secret).returncode == 0
+        self.security = Security(self.secret.read_bytes().strip())
+        self.address = f"127.0.0.1:{free_port()}"
+        self.http_port = free_port()
+        self.processes: list[subprocess.Popen[str]] = []
+        self.master = self._start(
+            "master", "--listen", self.address, "--http-port", str(self.http_port), *extra
+        )
+        for i in range(workers):
+            self._start(
+                "worker", "--master", self.address, "--workdir", str(tmp_path / f"worker-{i}"),
+                *extra,
+            )  # fmt: skip
+        wait_until(lambda: len(self.workers()) == workers, f"{workers} workers")
+
+    def _start(self, *argv: str) -> subprocess.Popen[str]:
+        name = f"{argv[0]}-{len(self.processes)}"
+        process = subprocess.Popen(
+            [sys.executable, "-m", "mapreduce", *argv, "--secret-file", str(self.secret)],
+            stdout=(self.tmp_path / f"{name}.out").open("w"),
+            stderr=(self.tmp_path / f"{name}.err").open("w"),
+            text=True,
+            start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def log(self, i: int) -> str:
+        """What daemon ``i`` (0: the master) wrote on stderr."""
+        name = f"{'master' if i == 0 else 'worker'}-{i}"
+        return (self.tmp_path / f"{name}.err").read_text()
+
+    def workers(self) -> list[pb.WorkerStatus]:
+        channel = self.security.channel(self.address, [])
+        try:
+            stub = pb_grpc.MasterStub(channel)
+            return list(stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=5).workers)
+        except grpc.RpcError:
+            return []
+        finally:
+            channel.close()
+
+    def close(self) -> None:
+        for process in self.processes:
+            kill_group(process)

@@ -30,9 +30,9 @@ GEN_RECORDS = SHARED / "bench" / "gen_records.py"
 NUMBER = r"\d+\.\d+x"
 
 
-def run_bench(script: Path, work_dir: Path) -> str:
+def run_bench(script: Path, work_dir: Path, *extra: str) -> str:
     result = subprocess.run(
-        [sys.executable, str(script), "--quick", "--work-dir", str(work_dir)],
+        [sys.executable, str(script), "--quick", "--work-dir", str(work_dir), *extra],
         capture_output=True,
         text=True,
         timeout=300,
@@ -49,15 +49,16 @@ def has_line(pattern: str, text: str) -> bool:
 def test_wordcount_bench_quick(tmp_path: Path) -> None:
     if not GEN_CORPUS.is_file():
         pytest.fail(f"corpus generator missing: {GEN_CORPUS} (the shared/ folder beside the repo)")
-    out = run_bench(BENCH, tmp_path)
+    out = run_bench(BENCH, tmp_path, "--job", "both")
     assert "outputs agree" in out
     names = ("python Counter", r"python Pool\(2\) Counter", "mapreduce --local")
-    for name in (*names, "mapreduce --workers 1", "mapreduce --workers 2"):
+    for name in (*names, "mapreduce --workers 1", "mapreduce block --workers 2"):
         assert has_line(rf"{name}.* {NUMBER} +{NUMBER}", out), name
-    for run in ("--local", "--workers 1", "--workers 2"):
+    for run in ("--local", "--workers 1", "--workers 2", "block --local", "block --workers 2"):
         assert has_line(rf"ratio {run}/1-core wall: {NUMBER}", out), run
         assert has_line(rf"ratio {run}/Pool\(2\) wall: {NUMBER}", out), run
-    assert has_line(rf"ratio --workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
+    for job in ("", "block "):
+        assert has_line(rf"ratio {job}--workers 2/--workers 1 wall: {NUMBER} \(parallel .*\)", out)
     # Enough map tasks for two workers, and the orphaned task CPU is counted.
     match = re.search(r"^map tasks: (\d+) per mapreduce run", out, re.MULTILINE)
     assert match and int(match.group(1)) >= 4, out
@@ -126,6 +127,31 @@ def test_sort_bench_quick(tmp_path: Path) -> None:
     # The records stay for reuse; the run outputs are cleaned up.
     assert (tmp_path / "records-20000-2f" / "_COMPLETE.json").is_file()
     assert not list(tmp_path.glob("sort-*"))
+
+
+def test_sort_bench_security_quick(tmp_path: Path) -> None:
+    """The same job on daemons with no secret, the secret, and mutual TLS: same output."""
+    if not GEN_RECORDS.is_file():
+        pytest.fail(f"record generator missing: {GEN_RECORDS} (the shared/ folder beside the repo)")
+    out = run_bench(SORT, tmp_path, "--security")
+    assert has_line(r"outputs agree: 20,000 records, all 4 runs equal byte for byte .*", out)
+    for mode in ("none", "secret", "tls"):
+        assert has_line(rf"mapreduce daemons {mode} .* {NUMBER}", out), mode
+    for mode in ("secret", "tls"):
+        assert has_line(rf"ratio daemons {mode}/none wall: {NUMBER} cpu: {NUMBER}", out), mode
+    assert not list(tmp_path.glob("sort-*"))
+
+
+def test_shuffle_bench_quick(tmp_path: Path) -> None:
+    if not GEN_RECORDS.is_file():
+        pytest.fail(f"record generator missing: {GEN_RECORDS} (the shared/ folder beside the repo)")
+    out = run_bench(REPO / "bench" / "shuffle.py", tmp_path)
+    assert has_line(r"map outputs: 2 runs, [\d,]+ bytes; 2 rounds, alternating", out), out
+    for name in ("gRPC shuffle", "plain TCP"):
+        assert has_line(rf"{name} +\d+\.\d+ \(.*\) +\d+\.\d+", out), name
+    assert has_line(rf"ratio gRPC shuffle/plain TCP wall: {NUMBER}", out)
+    assert not list(tmp_path.glob("fetched-*"))  # the fetched copies are removed
+    assert (tmp_path / "shuffle-runs-20000-2f" / "map-00000" / "part-00000.run").is_file()
 
 
 def test_startup_bench_quick(tmp_path: Path) -> None:

@@ -90,3 +90,18 @@ def test_workers_listening_on_every_interface_advertise_a_reachable_host() -> No
     assert advertised_address("127.0.0.1:0", 7080) == "127.0.0.1:7080"
     host, port = advertised_address("0.0.0.0:0", 7080).rsplit(":", 1)
     assert host not in ("0.0.0.0", "") and port == "7080"
+
+
+def test_health_checks_use_grpc_health_checking_on_each_service_port() -> None:
+    services = compose()["services"]
+    parser = build_parser()
+    for name, service in services.items():
+        test = service["healthcheck"]["test"]
+        assert test[:2] == ["CMD", "mapreduce"], name
+        check = parser.parse_args(test[2:])
+        assert check.command == "health", name
+        served = parser.parse_args(container_argv(service)).listen
+        # the port the service listens on, asked on the container's own loopback
+        assert check.address == "localhost:" + served.rsplit(":", 1)[1], name
+        # candidates that follow are alive but NOT_SERVING: only --live keeps them healthy
+        assert check.live == name.startswith("master-"), name

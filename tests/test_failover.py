@@ -27,6 +27,7 @@ from tests.conftest import GUTENBERG, JOBS, run_cli
 from tests.daemons import (
     Candidates,
     free_port,
+    health,
     local_parts,
     parts,
     submit_waiting,
@@ -81,6 +82,11 @@ def test_leader_killed_in_the_map_phase_a_new_leader_finishes_the_job(
     candidates.start_all()
     candidates.start_workers(3)
     old = candidates.wait_for_leader()
+    # grpc.health.v1: only the leader serves
+    wait_until(lambda: health(candidates.grpc[old]) == "SERVING", "the leader's health")
+    followers = [i for i in range(3) if i != old]
+    assert [health(candidates.grpc[i]) for i in followers] == ["NOT_SERVING"] * 2
+    assert health(candidates.grpc[followers[0]], "mapreduce.v1.Master") == "NOT_SERVING"
     waiting, job_id = submit_and_wait(
         candidates, JOBS / "slow_wordcount.py", GUTENBERG, tmp_path / "out",
         "-r", "3", "-p", "delay=0.02",
@@ -89,6 +95,7 @@ def test_leader_killed_in_the_map_phase_a_new_leader_finishes_the_job(
     candidates.kill(old)
     new = candidates.wait_for_leader([i for i in range(3) if i != old])
     assert new != old
+    wait_until(lambda: health(candidates.grpc[new]) == "SERVING", "the new leader's health")
     assert waiting.wait(timeout=120) == 0, waiting.stderr.read()  # type: ignore[union-attr]
     assert parts(tmp_path / "out") == expected
     status = candidates.job(job_id)

@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -42,9 +43,11 @@ from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
 from mapreduce.rpc.security import Security
 from mapreduce.worker.shuffle import fetch_partition
 from tests.conftest import GUTENBERG, JOBS, run_cli
+from tests.daemons import kill_group
 
 FAST = MasterConfig(worker_timeout=5.0, task_timeout=60.0, backup_after=1.0)
 INVALID = grpc.StatusCode.INVALID_ARGUMENT
+ALREADY = grpc.StatusCode.ALREADY_EXISTS
 
 
 def wait_for(condition: Callable[[], Any], what: str, timeout: float = 60.0) -> Any:
@@ -231,6 +234,7 @@ def test_reports_naming_tasks_or_attempts_that_do_not_exist_are_refused(tmp_path
                     shuffle_address="127.0.0.1:9",
                     slots=1,
                     protocol_version=convert.PROTOCOL_VERSION,
+                    worker_key=f"key of {worker.worker_id}",
                 ),
                 timeout=10,
             )
@@ -239,7 +243,10 @@ def test_reports_naming_tasks_or_attempts_that_do_not_exist_are_refused(tmp_path
             pb.WorkerIdentity(worker_id="w", incarnation="i" * 10_000),
         ]:
             register = pb.RegisterWorkerRequest(
-                worker=long, shuffle_address="h:1", protocol_version=convert.PROTOCOL_VERSION
+                worker=long,
+                shuffle_address="h:1",
+                protocol_version=convert.PROTOCOL_VERSION,
+                worker_key="k",
             )
             assert "at most 256 characters" in refused(stub.RegisterWorker, register)
         job = stub.SubmitJob(submission(tmp_path, tmp_path / "out"), timeout=10).job_id
@@ -315,6 +322,95 @@ def test_reports_naming_tasks_or_attempts_that_do_not_exist_are_refused(tmp_path
         assert len(stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job)).failures[0]) < 16 << 10
         # and the master still serves everyone
         assert stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).jobs[0].job_id == job
+
+
+# -- item 4: a worker can only report its own work ------------------------------------
+
+
+def test_a_live_workers_id_cannot_be_taken_over_by_another_registration(tmp_path: Path) -> None:
+    """A client that knows a real worker's id registers it again every 0.3 s with its own
+    incarnation and key while a job runs: every try is refused, the worker is never
+    pushed out, no task runs twice; a registration without a key is refused too."""
+    with EmbeddedCluster(1, FAST) as cluster:
+        stub = pb_grpc.MasterStub(cluster.security.channel(cluster.address, []))
+
+        def workers() -> list[pb.WorkerStatus]:
+            return list(stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).workers)
+
+        (real,) = wait_for(workers, "the embedded worker")
+        request = submission(tmp_path, tmp_path / "out")
+        request.spec.params["sleep"] = "3"
+        job = stub.SubmitJob(request, timeout=10).job_id
+
+        def impostor(key: str) -> pb.RegisterWorkerRequest:
+            return pb.RegisterWorkerRequest(
+                worker=pb.WorkerIdentity(worker_id=real.worker_id, incarnation=uuid.uuid4().hex),
+                shuffle_address="127.0.0.1:9",
+                slots=4,
+                protocol_version=convert.PROTOCOL_VERSION,
+                worker_key=key,
+            )
+
+        tries = []
+        while stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job)).state in ("queued", "running"):
+            tries.append(refused(stub.RegisterWorker, impostor(uuid.uuid4().hex), ALREADY))
+            time.sleep(0.3)
+        assert len(tries) >= 3
+        assert all(f"worker id {real.worker_id!r} belongs to a live worker" in t for t in tries)
+        assert "worker key" in refused(stub.RegisterWorker, impostor(""))
+        status = stub.GetJobStatus(pb.GetJobStatusRequest(job_id=job))
+        assert status.state == "succeeded", status.reason
+        assert (status.map_attempts, status.reduce_attempts) == (1, 1)
+        (still,) = workers()
+        assert (still.worker_id, still.address) == (real.worker_id, real.address)
+        # another id is still welcome
+        other = impostor("k")
+        other.worker.worker_id = "another"
+        stub.RegisterWorker(other, timeout=10)
+        assert sorted(w.worker_id for w in workers()) == sorted(["another", real.worker_id])
+
+
+def test_a_worker_restarted_from_its_workdir_takes_its_id_over_and_a_namesake_waits(
+    tmp_path: Path,
+) -> None:
+    """With a worker timeout of 10 minutes, a worker SIGKILLed and started again from the
+    same --workdir registers at once (its key is there); a second worker given the same
+    --name from another work directory is refused, says why, and keeps trying."""
+    with master("--no-http", "--worker-timeout", "600") as daemon:
+
+        def worker(workdir: Path, log: Path) -> subprocess.Popen[str]:
+            argv = ["worker", "--master", daemon.address, "--listen", "127.0.0.1:0"]
+            return subprocess.Popen(
+                [sys.executable, "-m", "mapreduce", *argv, "--name", "w", "--workdir", workdir],
+                stdout=log.open("w"),
+                stderr=subprocess.STDOUT,
+                text=True,
+                start_new_session=True,
+            )
+
+        def registered(log: Path) -> bool:
+            return "worker w registered" in log.read_text()
+
+        first = worker(tmp_path / "work-a", tmp_path / "a.log")
+        try:
+            wait_for(lambda: registered(tmp_path / "a.log"), "the first worker")
+            assert (tmp_path / "work-a" / "worker.key").stat().st_mode & 0o777 == 0o600
+            namesake = worker(tmp_path / "work-b", tmp_path / "b.log")
+            try:
+                wait_for(
+                    lambda: "the master refused this worker" in (tmp_path / "b.log").read_text(),
+                    "the namesake to be refused",
+                )
+                assert "belongs to a live worker" in (tmp_path / "b.log").read_text()
+                assert namesake.poll() is None  # it waits for the id
+                kill_group(first)
+                first = worker(tmp_path / "work-a", tmp_path / "a2.log")
+                wait_for(lambda: registered(tmp_path / "a2.log"), "the restarted worker")
+                assert not registered(tmp_path / "b.log")
+            finally:
+                kill_group(namesake)
+        finally:
+            kill_group(first)
 
 
 def urllib_get(cluster: EmbeddedCluster, path: str) -> tuple[int, bytes]:

@@ -12,12 +12,13 @@ import pickle
 import random
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
-from mapreduce.core import queries
+from mapreduce.core import liveness, queries
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.invariants import validate
 from mapreduce.core.liveness import Liveness
@@ -796,3 +797,30 @@ def test_no_module_outside_core_assigns_core_state() -> None:
                     ):
                         offenders.append(f"{path.name}:{sub.lineno}: {ast.unparse(sub)}")
     assert offenders == []
+
+
+def test_a_live_workers_id_is_taken_over_only_with_its_key_or_once_it_expired(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    c = Cluster(worker_timeout=10.0)
+    c.send(ev.WorkerRegistered(0.0, "w1", "first", "h1:1", 1, key_digest="k1"))
+    c.liveness.heard_from("w1", "first", 4.0)
+
+    def refusal(incarnation: str, key: str, now: float) -> str:
+        event = ev.WorkerRegistered(now, "w1", incarnation, "h2:1", 1, key_digest=key)
+        return c.liveness.registration_refusal(c.master, event, now)
+
+    for incarnation, key in [("second", "k2"), ("second", ""), ("first", "k2")]:
+        reason = refusal(incarnation, key, 13.0)
+        assert "'w1' belongs to a live worker at h1:1 (heard 9.0s ago)" in reason
+    assert refusal("second", "k1", 13.0) == ""  # a restart showing the same key
+    assert refusal("second", "k2", 14.5) == ""  # the holder is silent past the timeout
+    # a holder registered without a key (an older journal) is taken over only once expired
+    c.send(ev.WorkerRegistered(0.0, "w2", "old", "h3:1", 1))
+    assert "belongs to a live worker" in c.liveness.registration_refusal(
+        c.master, ev.WorkerRegistered(1.0, "w2", "new", "h3:1", 1), 1.0
+    )
+    monkeypatch.setattr(liveness, "MAX_WORKERS", 2)
+    assert "already has 2 live workers" in c.liveness.registration_refusal(
+        c.master, ev.WorkerRegistered(1.0, "w3", "i", "h4:1", 1, key_digest="k"), 1.0
+    )

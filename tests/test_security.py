@@ -15,11 +15,13 @@ from pathlib import Path
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+import mapreduce
 from mapreduce.cluster import EmbeddedCluster
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
-from mapreduce.rpc.security import Security
+from mapreduce.rpc.security import OPEN_METHODS, Security
 from tests.conftest import EXAMPLES, run_cli
 from tests.daemons import free_port, kill_group, wait_until
 
@@ -34,6 +36,19 @@ def _call(channel: grpc.Channel, service: str, method: object) -> None:
         channel.unary_unary(path)(b"", timeout=10)
 
 
+def _health_without_secret(channel: grpc.Channel, method: str) -> bool:
+    """Whether Check, or the first answer of Watch, says SERVING (no secret sent)."""
+    stub = health_pb2_grpc.HealthStub(channel)
+    request = health_pb2.HealthCheckRequest(service="")
+    if method == "Check":
+        reply = stub.Check(request, timeout=10)
+    else:
+        stream = stub.Watch(request, timeout=10)
+        reply = next(stream)
+        stream.cancel()
+    return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+
 def test_every_rpc_without_the_secret_is_refused() -> None:
     with EmbeddedCluster(1) as cluster:
         stub = cluster.connect()
@@ -43,17 +58,38 @@ def test_every_rpc_without_the_secret_is_refused() -> None:
 
         wait_until(lambda: len(workers()) == 1, "the worker to register")
         shuffle = workers()[0].address
-        servers = {"Master": cluster.address, "Shuffle": shuffle}
+        servers = {"Master": [cluster.address], "Shuffle": [shuffle]}
         assert set(servers) == set(pb.DESCRIPTOR.services_by_name)
-        for name, service in pb.DESCRIPTOR.services_by_name.items():
-            assert service.methods, name
-            for wrong in (Security(), Security(b"not-the-secret-at-all-0000000000")):
-                channel = wrong.channel(servers[name], convert.GRPC_OPTIONS)
-                for method in service.methods:
-                    with pytest.raises(grpc.RpcError) as info:
-                        _call(channel, service.full_name, method)
-                    assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, method.name
-                channel.close()
+        # every server also offers the standard health service
+        servers["Health"] = [cluster.address, shuffle]
+        assert set(health_pb2.DESCRIPTOR.services_by_name) == {"Health"}
+        # The one exemption, spelled out: a wider one makes this test fail.
+        assert {
+            "/grpc.health.v1.Health/Check",
+            "/grpc.health.v1.Health/Watch",
+        } == OPEN_METHODS
+        services = [
+            *pb.DESCRIPTOR.services_by_name.values(),
+            health_pb2.DESCRIPTOR.services_by_name["Health"],
+        ]
+        refused: set[tuple[str, str]] = set()
+        for service in services:
+            assert service.methods, service.name
+            for address in servers[service.name]:
+                for wrong in (Security(), Security(b"not-the-secret-at-all-0000000000")):
+                    channel = wrong.channel(address, convert.GRPC_OPTIONS)
+                    for method in service.methods:
+                        path = f"/{service.full_name}/{method.name}"
+                        if path in OPEN_METHODS:
+                            assert _health_without_secret(channel, method.name), path
+                            continue
+                        with pytest.raises(grpc.RpcError) as info:
+                            _call(channel, service.full_name, method)
+                        assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED, path
+                        refused.add((address, path))
+                    channel.close()
+        # every other health method (List) is refused on both servers
+        assert {(a, "/grpc.health.v1.Health/List") for a in servers["Health"]} <= refused
         # with it, the same channel kind gets through
         channel = cluster.security.channel(cluster.address, convert.GRPC_OPTIONS)
         reply = channel.unary_unary(
@@ -78,64 +114,14 @@ def test_serving_beyond_loopback_without_the_secret_is_refused(tmp_path: Path) -
     assert run_cli("secret", secret).returncode == 2  # never overwrites a secret
 
 
-def make_certificates(directory: Path) -> tuple[Path, Path, Path]:
-    """A CA, and a certificate it signed for 127.0.0.1 (every process of the test uses it)."""
-    import datetime
-    import ipaddress
-
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import ec
-    from cryptography.x509.oid import NameOID
-
-    def name(text: str) -> x509.Name:
-        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, text)])
-
-    now = datetime.datetime.now(datetime.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca = (
-        x509.CertificateBuilder()
-        .subject_name(name("mapreduce test CA"))
-        .issuer_name(name("mapreduce test CA"))
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name("127.0.0.1"))
-        .issuer_name(ca.subject)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False,
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    paths = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    paths[0].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    paths[1].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    paths[2].write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return paths
-
-
 def test_a_job_runs_over_mutual_tls_and_a_client_without_a_certificate_is_refused(
     tmp_path: Path,
 ) -> None:
-    ca, cert, key = make_certificates(tmp_path)
+    made = run_cli("certs", tmp_path / "tls", "--host", "127.0.0.1")
+    assert made.returncode == 0, made.stderr
+    ca, cert, key = (tmp_path / "tls" / name for name in ("ca.pem", "cert.pem", "key.pem"))
+    assert key.stat().st_mode & 0o777 == 0o600
+    assert run_cli("certs", tmp_path / "tls").returncode == 2  # never overwritten
     secret = tmp_path / "secret"
     assert run_cli("secret", secret).returncode == 0
     tls = ["--secret-file", str(secret), "--tls-ca", str(ca), "--tls-cert", str(cert),
@@ -169,6 +155,15 @@ def test_a_job_runs_over_mutual_tls_and_a_client_without_a_certificate_is_refuse
         assert (tmp_path / "out" / "part-00000").read_text() == (
             tmp_path / "local" / "part-00000"
         ).read_text()
+        # the Python API takes the same options as keywords
+        result = mapreduce.run(
+            EXAMPLES / "wordcount.py", inputs, tmp_path / "api", master=address,
+            secret_file=str(secret), tls_ca=str(ca), tls_cert=str(cert), tls_key=str(key),
+        )  # fmt: skip
+        assert list(result.records()) == list(mapreduce.read_output(tmp_path / "local"))
+        # grpc_health_probe -tls -tls-ca-cert ... -tls-client-cert ...: no secret needed
+        probe = run_cli("health", address, *tls[2:])
+        assert probe.returncode == 0 and "SERVING" in probe.stdout, probe.stderr
         for partial in (
             ["--secret-file", str(secret), "--tls-ca", str(ca)],  # TLS, but no client certificate
             ["--secret-file", str(secret)],  # no TLS at all

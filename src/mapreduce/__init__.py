@@ -8,18 +8,27 @@ use the functions re-exported here:
 * :func:`task_context`: which job, task, attempt and worker is running;
 * :func:`increment_counter`: user counters, summed over the job;
 * :class:`RangePartitioner`: ``partition = RangePartitioner()`` for a total order.
-"""
 
-from mapreduce.context import TaskContext, increment_counter, params, task_context
-from mapreduce.dataflow.partition import RangePartitioner
+Scripts and notebooks run jobs with :func:`run` and read outputs with
+:func:`read_output` (see :mod:`mapreduce.api`).
+"""
 
 __version__ = "0.1.0"
 
+from mapreduce.api import RunResult, read_output, run
+from mapreduce.context import TaskContext, increment_counter, params, task_context
+from mapreduce.dataflow.partition import RangePartitioner
+from mapreduce.errors import JobFailedError
+
 __all__ = [
+    "JobFailedError",
     "RangePartitioner",
+    "RunResult",
     "TaskContext",
     "__version__",
     "increment_counter",
     "params",
+    "read_output",
+    "run",
     "task_context",
 ]

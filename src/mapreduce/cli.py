@@ -11,42 +11,21 @@ import contextlib
 import json
 import logging
 import os
-import re
 import signal
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
-from mapreduce import __version__
+from mapreduce import __version__, daemonlog, options
 from mapreduce.core.spec import DEFAULT_MAX_MAPS, DEFAULT_MAX_REDUCERS, MAX_REDUCERS, MAX_SPLITS
-from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.errors import JobFailedError, MapReduceError, MasterUnreachable, UsageError
-from mapreduce.local import run_local
-from mapreduce.planning import DEFAULT_MEMORY_MB, DEFAULT_SPLIT_SIZE, JobOptions
+from mapreduce.options import read_secret
+from mapreduce.options import security_of as _security
 from mapreduce.summary import render_summary
 
 # The cluster modules (gRPC among them) are imported by the commands that need
 # them, so that `run --local` starts fast.
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # before grpc starts: no INFO noise
-
-_SIZE = re.compile(r"^\s*(\d+)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
-_UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
-
-
-def parse_size(text: str) -> int:
-    """``"64M"``, ``"64MiB"``, ``"1g"`` or ``"4096"`` as a number of bytes (binary units)."""
-    match = _SIZE.match(text)
-    if not match:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 4096, 64K, 64M or 1G")
-    unit = (match.group(2) or "").lower().rstrip("b").rstrip("i")
-    return int(match.group(1)) * _UNITS[unit]
-
-
-def parse_param(text: str) -> tuple[str, str]:
-    name, sep, value = text.partition("=")
-    if not sep or not name:
-        raise argparse.ArgumentTypeError(f"--param {text!r} is not NAME=VALUE")
-    return name, value
 
 
 def _add_job_flags(parser: argparse.ArgumentParser) -> None:
@@ -69,94 +48,7 @@ def _add_job_flags(parser: argparse.ArgumentParser) -> None:
         metavar="DIR",
         help="output directory or URL (s3://bucket/prefix...); must not exist unless --overwrite",
     )
-    parser.add_argument(
-        "--storage-option",
-        action="append",
-        type=_storage_option,
-        default=[],
-        metavar="KEY=VALUE",
-        help="an option of the store of URL inputs and outputs (for S3: endpoint_url, key, "
-        "secret, anon=true...; the store's environment is used too); values are never "
-        "shown; repeatable",
-    )
-    parser.add_argument(
-        "--reducers",
-        "-r",
-        type=int,
-        default=1,
-        metavar="R",
-        help="number of reduce tasks, hence of part-NNNNN files (default 1)",
-    )
-    parser.add_argument(
-        "--input-format",
-        choices=sorted(INPUT_FORMATS),
-        help="how input is read; overrides the job file's INPUT_FORMAT "
-        "(default: the job's, else lines)",
-    )
-    parser.add_argument(
-        "--split-size",
-        type=parse_size,
-        default=DEFAULT_SPLIT_SIZE,
-        metavar="SIZE",
-        help="largest byte range of a file one map task reads, e.g. 64M (default 64M)",
-    )
-    parser.add_argument(
-        "--memory-mb",
-        type=int,
-        default=DEFAULT_MEMORY_MB,
-        metavar="MB",
-        help="map output kept in memory before spilling sorted runs to disk "
-        f"(default {DEFAULT_MEMORY_MB})",
-    )
-    parser.add_argument(
-        "--param",
-        "-p",
-        action="append",
-        type=parse_param,
-        default=[],
-        metavar="NAME=VALUE",
-        help="a parameter for job code, read with mapreduce.params(); repeatable",
-    )
-    parser.add_argument(
-        "--overwrite",
-        action="store_true",
-        help="replace the output directory if it exists (only once the job has succeeded)",
-    )
-    parser.add_argument(
-        "--skip-bad-records",
-        type=int,
-        default=0,
-        metavar="N",
-        help="skip up to N records that fail to decode or make user code "
-        "raise, instead of failing the job (default 0)",
-    )
-    parser.add_argument(
-        "--no-combiner",
-        dest="use_combiner",
-        action="store_false",
-        help="do not run the job's combine function",
-    )
-    parser.add_argument(
-        "--max-attempts",
-        type=int,
-        default=4,
-        metavar="N",
-        help="distributed: attempts of a task before the job fails (default 4)",
-    )
-    parser.add_argument(
-        "--no-backup-tasks",
-        dest="backup_tasks",
-        action="store_false",
-        help="distributed: never start backup attempts of straggling tasks",
-    )
-    parser.add_argument(
-        "--py-files",
-        nargs="+",
-        default=[],
-        metavar="PATH",
-        help="distributed: helper modules or package directories the job imports, shipped with it",
-    )
-    parser.add_argument("--quiet", "-q", action="store_true", help="print no summary")
+    options.add_options(parser, [options.JOB])
 
 
 def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -167,60 +59,7 @@ def _add_run_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentPars
         "on an embedded cluster of --workers worker processes, or sequentially with --local.",
     )
     _add_job_flags(run)
-    _add_secret_flag(run)
-    run.add_argument(
-        "--local",
-        action="store_true",
-        help="run sequentially in this process (the reference execution)",
-    )
-    run.add_argument(
-        "--chaos",
-        default="",
-        metavar="SPEC",
-        help="embedded cluster: inject faults to watch recovery work, e.g. "
-        "kill-worker=0.1,drop-fetch=0.05,slow-worker=1,crash-task=0.02 (see the README)",
-    )
-    run.add_argument(
-        "--chaos-seed",
-        type=int,
-        default=0,
-        metavar="S",
-        help="seed of the faults --chaos injects (default 0)",
-    )
-    run.add_argument(
-        "--master",
-        default="",
-        metavar="HOST:PORT[,HOST:PORT...]",
-        help="run on running daemons instead (as submit --wait): the master, or every master "
-        "candidate",
-    )
-    run.add_argument(
-        "--workers",
-        "-w",
-        type=int,
-        default=os.cpu_count() or 1,
-        metavar="N",
-        help="worker processes of the embedded cluster (default: the number of cores)",
-    )
-    run.add_argument(
-        "--http-port",
-        type=int,
-        default=0,
-        metavar="PORT",
-        help="embedded cluster: port of the status web page on 127.0.0.1 (default: any free "
-        "port; its address is printed)",
-    )
-    run.add_argument(
-        "--no-http", action="store_true", help="embedded cluster: serve no status web page"
-    )
-    run.add_argument(
-        "--task-timeout",
-        type=float,
-        default=600.0,
-        metavar="SECONDS",
-        help="embedded cluster: fail and retry an attempt that makes no progress for this long "
-        "(default 600)",
-    )
+    options.add_options(run, [options.RUN, options.SECURITY])
 
 
 def _add_master_flag(parser: argparse.ArgumentParser) -> None:
@@ -233,35 +72,21 @@ def _add_master_flag(parser: argparse.ArgumentParser) -> None:
 
 
 def _add_secret_flag(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--secret-file",
-        default=os.environ.get("MAPREDUCE_SECRET_FILE", ""),
-        metavar="FILE",
-        help="the cluster secret every call carries (default $MAPREDUCE_SECRET_FILE)",
-    )
-    _add_tls_flags(parser)
+    options.add_options(parser, [options.SECURITY])
 
 
 def _add_tls_flags(parser: argparse.ArgumentParser) -> None:
+    for keyword in ("tls_cert", "tls_key", "tls_ca"):
+        options.BY_KEYWORD[keyword].add_to(parser)
+
+
+def _add_log_format_flag(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
-        "--tls-cert",
-        default=os.environ.get("MAPREDUCE_TLS_CERT", ""),
-        metavar="PEM",
-        help="this process's TLS certificate: servers present it, and clients to servers "
-        "that demand mutual TLS ($MAPREDUCE_TLS_CERT)",
-    )
-    parser.add_argument(
-        "--tls-key",
-        default=os.environ.get("MAPREDUCE_TLS_KEY", ""),
-        metavar="PEM",
-        help="the private key of --tls-cert ($MAPREDUCE_TLS_KEY)",
-    )
-    parser.add_argument(
-        "--tls-ca",
-        default=os.environ.get("MAPREDUCE_TLS_CA", ""),
-        metavar="PEM",
-        help="the CA that signed the cluster's certificates: clients verify servers with it, "
-        "and a server given it demands client certificates (mutual TLS) ($MAPREDUCE_TLS_CA)",
+        "--log-format",
+        choices=daemonlog.FORMATS,
+        default=os.environ.get("MAPREDUCE_LOG_FORMAT", "text"),
+        help="text (default), or json: every line one JSON object with time, level, "
+        "component, job, task, attempt and message, for log shippers ($MAPREDUCE_LOG_FORMAT)",
     )
 
 
@@ -283,6 +108,7 @@ def _add_cluster_parsers(
         help="port of the status web page, on the --listen host (default 7071; 0: any)",
     )
     master.add_argument("--no-http", action="store_true", help="serve no status web page")
+    _add_log_format_flag(master)
     master.add_argument(
         "--raft",
         default="",
@@ -387,6 +213,7 @@ def _add_cluster_parsers(
         "readers cannot hold the shuffle service (default 30)",
     )
     worker.add_argument("--name", default="", help="worker id (default: its address)")
+    _add_log_format_flag(worker)
     # set by the embedded cluster of run --chaos, for its own workers
     worker.add_argument("--chaos", default="", help=argparse.SUPPRESS)
     worker.add_argument("--chaos-seed", type=int, default=0, help=argparse.SUPPRESS)
@@ -415,6 +242,23 @@ def _add_cluster_parsers(
     )
     secret.add_argument("file", metavar="FILE")
 
+    certs = subparsers.add_parser(
+        "certs",
+        help="write a private CA and one certificate for the cluster's hosts (for --tls-*)",
+    )
+    certs.add_argument("directory", metavar="DIR", help="where ca.pem, cert.pem, key.pem go")
+    certs.add_argument(
+        "--host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a host name or IP address clients reach a server by (repeatable; "
+        "default: localhost and 127.0.0.1)",
+    )
+    certs.add_argument(
+        "--days", type=int, default=365, help="how long the certificates are valid (default 365)"
+    )
+
     status = subparsers.add_parser("status", help="show the workers and jobs of a master")
     _add_secret_flag(status)
     _add_master_flag(status)
@@ -425,6 +269,29 @@ def _add_cluster_parsers(
     _add_secret_flag(cancel)
     cancel.add_argument("job", metavar="JOB_ID")
     _add_master_flag(cancel)
+
+    health = subparsers.add_parser(
+        "health",
+        help="check a master's or worker's gRPC health (grpc.health.v1), for health checks",
+        description="Ask the standard gRPC health service of a master or a worker's shuffle "
+        "server for its status, as grpc_health_probe does (no secret needed). Exit 0 when it "
+        "is SERVING (with --live: when it answers at all), else 1.",
+    )
+    health.add_argument("address", metavar="HOST:PORT")
+    health.add_argument(
+        "--service",
+        default="",
+        help="the service to ask about: mapreduce.v1.Master or mapreduce.v1.Shuffle "
+        "(default: the server as a whole)",
+    )
+    health.add_argument(
+        "--live",
+        action="store_true",
+        help="succeed whenever the server answers, SERVING or not (a master candidate that "
+        "follows is alive, not serving): for liveness checks",
+    )
+    health.add_argument("--timeout", type=float, default=5.0, metavar="SECONDS", help="default 5")
+    _add_tls_flags(health)
 
     logs = subparsers.add_parser(
         "logs", help="print the logs and errors of every attempt of a task"
@@ -447,123 +314,15 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _job_options(args: argparse.Namespace) -> JobOptions:
-    return JobOptions(
-        job_path=args.job,
-        inputs=tuple(path for group in args.input for path in group),
-        output=args.output,
-        num_reducers=args.reducers,
-        input_format=args.input_format,
-        split_size=args.split_size,
-        memory_mb=args.memory_mb,
-        params=dict(args.param),
-        overwrite=args.overwrite,
-        skip_bad_records=args.skip_bad_records,
-        use_combiner=args.use_combiner,
-        max_attempts=args.max_attempts,
-        backup_tasks=args.backup_tasks,
-        py_files=tuple(args.py_files),
-        storage_options=dict(args.storage_option),
-    )
-
-
-def _storage_option(text: str) -> tuple[str, str]:
-    from mapreduce.dataflow.storage import parse_storage_option
-
-    try:
-        return parse_storage_option(text)
-    except UsageError as exc:
-        raise argparse.ArgumentTypeError(str(exc)) from None
-
-
-def _follow(
-    stub: Any,
-    job_id: str,
-    quiet: bool,
-    workers_alive: Callable[[], bool] | None = None,
-    every: float = 0.1,
-) -> dict[str, Any]:
-    """Follow a job with a progress display on stderr; print the summary on stdout.
-
-    ``every`` is the polling interval (short for an embedded master on loopback).
-    """
-    from mapreduce import client, progress
-
-    display = None if quiet else progress.display_for(sys.stderr)
-    try:
-        summary = client.wait_for(
-            stub, job_id, on_status=display, every=every, workers_alive=workers_alive
-        )
-    finally:
-        if display is not None:
-            display.close()
-    if not quiet:
-        print(render_summary(summary))
-    return summary
-
-
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
 def _run(args: argparse.Namespace) -> int:
-    options = _job_options(args)
-    if args.local and args.master:
-        raise UsageError("--local and --master exclude each other")
-    from mapreduce.chaos import parse_chaos
+    from mapreduce import api
 
-    chaos = parse_chaos(args.chaos)
-    if chaos.active and (args.local or args.master):
-        raise UsageError("--chaos runs on the embedded cluster only (not with --local or --master)")
-    if chaos.slow_worker > args.workers:
-        raise UsageError(f"--chaos slow-worker={chaos.slow_worker} is more than --workers")
-    if args.master:
-        args.wait = True
-        return _submit(args)
-    if args.local:
-        summary = run_local(options)
-        if not args.quiet:
-            print(render_summary(summary.to_dict()))
-        return 0
-    if any("://" in path for path in (*options.inputs, options.output)):
-        # before the workers' modules are imported: their task processes preload s3fs
-        os.environ.setdefault("MAPREDUCE_PRELOAD_STORES", "1")
-    from mapreduce import client
-    from mapreduce.cluster import EmbeddedCluster
-    from mapreduce.core.config import MasterConfig
-
-    if args.workers < 1:
-        raise UsageError(f"--workers must be at least 1 (got {args.workers})")
-    if args.task_timeout <= 0:
-        raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
-    with EmbeddedCluster(
-        args.workers,
-        MasterConfig(task_timeout=args.task_timeout),
-        http_port=None if args.no_http else args.http_port,
-        fork=True,  # nothing here has used gRPC yet
-        chaos=chaos,
-        chaos_seed=args.chaos_seed,
-    ) as cluster:
-        # planned while the workers start up
-        request = client.build_submission(options)
-        if not args.quiet:
-            page = cluster.status_server.login_url if cluster.status_server else "off"
-            print(f"master: {cluster.address} (status page: {page})", file=sys.stderr, flush=True)
-        stub = cluster.connect()
-        job_id = client.submit(stub, request)
-        if chaos.active and not args.quiet:
-            print(
-                f"chaos: injecting {chaos.text()} (seed {args.chaos_seed})",
-                file=sys.stderr,
-                flush=True,
-            )
-        _follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
-        if chaos.active and not args.quiet:
-            counts = cluster.chaos_counts()
-            print(
-                "  faults injected (--chaos): " + ", ".join(f"{k} {v}" for k, v in counts.items())
-            )
+    api.execute(args, fork=True)  # fork: nothing here has used gRPC yet
     return 0
 
 
@@ -575,10 +334,7 @@ def _master(args: argparse.Namespace) -> int:
     from mapreduce.master.service import serve_master
     from mapreduce.web.server import StatusServer
 
-    logging.basicConfig(
-        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    daemonlog.configure(args.log_format)
     try:
         config = MasterConfig(
             worker_timeout=args.worker_timeout,
@@ -611,22 +367,26 @@ def _master(args: argparse.Namespace) -> int:
     except JournalCorruptError as exc:
         raise UsageError(f"--state-dir {args.state_dir}: {exc}") from None
     for message in driver.recovery_messages:
-        print(f"mapreduce: journal repaired: {message}", file=sys.stderr, flush=True)
+        logging.getLogger("mapreduce.master").warning("journal repaired: %s", message)
+
+    def say(message: str) -> None:
+        daemonlog.say(args.log_format, "master", message)
+
     host = args.listen.rsplit(":", 1)[0]
     with driver.lock:
         epoch, known = driver.state.epoch, len(driver.state.jobs)
     if driver.journal.replicated:
-        print(f"master candidate, Raft on {args.raft}, peers {args.peers}", flush=True)
+        say(f"master candidate, Raft on {args.raft}, peers {args.peers}")
     elif args.state_dir:
-        print(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known", flush=True)
-    print(f"master listening on {host}:{port}", flush=True)
+        say(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known")
+    say(f"master listening on {host}:{port}")
     secret = _security(args).secret
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     status = (
         None if args.no_http else StatusServer(driver, host, args.http_port, secret, tls).start()
     )
     if status is not None:
-        print(f"status page: {status.url}", flush=True)
+        say(f"status page: {status.url}")
     try:
         server.wait_for_termination()
     finally:
@@ -635,47 +395,6 @@ def _master(args: argparse.Namespace) -> int:
         if status is not None:
             status.stop()
     return 0
-
-
-def read_secret(path: str, flag: str = "--secret-file") -> bytes:
-    """The cluster secret in ``path`` (surrounding whitespace stripped).
-
-    Raises:
-        UsageError: no such file, or it is empty.
-    """
-    try:
-        with open(path, "rb") as f:
-            secret = f.read().strip()
-    except OSError as exc:
-        raise UsageError(f"{flag} {path}: {exc.strerror}") from None
-    if len(secret) < 16:
-        raise UsageError(f"{flag} {path}: the secret must be at least 16 bytes (mapreduce secret)")
-    return secret
-
-
-def _security(args: argparse.Namespace) -> Any:
-    """The cluster secret (--secret-file) and TLS files (--tls-cert, --tls-key, --tls-ca)."""
-    from mapreduce.rpc.security import Security
-
-    def read(flag: str, path: str) -> bytes:
-        if not path:
-            return b""
-        try:
-            with open(path, "rb") as f:
-                return f.read()
-        except OSError as exc:
-            raise UsageError(f"{flag} {path}: {exc.strerror}") from None
-
-    cert = read("--tls-cert", getattr(args, "tls_cert", ""))
-    key = read("--tls-key", getattr(args, "tls_key", ""))
-    if bool(cert) != bool(key):
-        raise UsageError("--tls-cert and --tls-key go together")
-    return Security(
-        read_secret(args.secret_file) if args.secret_file else b"",
-        cert,
-        key,
-        read("--tls-ca", getattr(args, "tls_ca", "")),
-    )
 
 
 def _refuse_open_binding(listen: str, security: Any, flag: str = "--listen") -> None:
@@ -728,7 +447,7 @@ def _raft_journal(args: argparse.Namespace) -> Any:
 
 def _restart_process() -> None:
     """A deposed leader starts afresh as a follower: its state may hold uncommitted decisions."""
-    print("mapreduce: no longer the leader: restarting as a follower", file=sys.stderr, flush=True)
+    logging.getLogger("mapreduce.master").warning("no longer the leader: restarting as a follower")
     sys.stdout.flush()
     os.execv(sys.executable, [sys.executable, *sys.orig_argv[1:]])
 
@@ -755,16 +474,29 @@ def _secret(args: argparse.Namespace) -> int:
     return 0
 
 
+def _certs(args: argparse.Namespace) -> int:
+    from mapreduce.rpc import certificates as c
+
+    hosts = args.host or ["localhost", "127.0.0.1"]
+    try:
+        out = c.write_certificates(args.directory, hosts, args.days)
+    except (OSError, ValueError) as exc:
+        raise UsageError(f"mapreduce certs: {exc}") from None
+    print(f"wrote {out / c.CA_CERT}, {out / c.CERT} and {out / c.KEY} (for {', '.join(hosts)})")
+    print(
+        f"use: --tls-ca {out / c.CA_CERT} --tls-cert {out / c.CERT} --tls-key {out / c.KEY}"
+        f" (keep {out / c.CA_KEY} offline: it signs certificates)"
+    )
+    return 0
+
+
 def _worker(args: argparse.Namespace) -> int:
     from mapreduce.worker.executor import start_fork_server
 
     start_fork_server()  # it starts up while this process imports gRPC
     from mapreduce.worker.agent import Worker, WorkerConfig
 
-    logging.basicConfig(
-        level=os.environ.get("MAPREDUCE_LOG_LEVEL", "INFO"),
-        format="%(asctime)s %(name)s: %(message)s",
-    )
+    daemonlog.configure(args.log_format)
     if args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
     _refuse_open_binding(args.listen, _security(args))
@@ -793,15 +525,14 @@ def _worker(args: argparse.Namespace) -> int:
 
 
 def _submit(args: argparse.Namespace) -> int:
-    from mapreduce import client
+    from mapreduce import api, client
 
-    request = client.build_submission(_job_options(args))
+    request = client.build_submission(options.job_options(args))
     stub = client.connect(args.master, _security(args))
     job_id = client.submit(stub, request)
-    if args.command == "submit":
-        print(job_id, flush=True)
+    print(job_id, flush=True)
     if args.wait:
-        _follow(stub, job_id, args.quiet)
+        api.follow(stub, job_id, args.quiet)
     return 0
 
 
@@ -854,6 +585,31 @@ def _cancel(args: argparse.Namespace) -> int:
     return 0
 
 
+def _health(args: argparse.Namespace) -> int:
+    import grpc
+    from grpc_health.v1 import health_pb2
+
+    from mapreduce.rpc.security import Security
+
+    tls = _security(argparse.Namespace(secret_file="", **vars(args)))
+    channel = Security(cert=tls.cert, key=tls.key, ca=tls.ca).channel(args.address, [])
+    try:
+        check = channel.unary_unary(
+            "/grpc.health.v1.Health/Check",
+            request_serializer=health_pb2.HealthCheckRequest.SerializeToString,
+            response_deserializer=health_pb2.HealthCheckResponse.FromString,
+        )
+        reply = check(health_pb2.HealthCheckRequest(service=args.service), timeout=args.timeout)
+    except grpc.RpcError as exc:
+        print(f"{args.address}: {exc.code().name}: {exc.details()}", file=sys.stderr)
+        return 1
+    finally:
+        channel.close()
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if args.live or reply.status == health_pb2.HealthCheckResponse.SERVING else 1
+
+
 def _logs(args: argparse.Namespace) -> int:
     from mapreduce import client
     from mapreduce.rpc._generated import mapreduce_pb2 as pb
@@ -884,6 +640,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         "logs": _logs,
         "cancel": _cancel,
         "secret": _secret,
+        "certs": _certs,
+        "health": _health,
     }
     try:
         return commands[args.command](args)

@@ -114,7 +114,7 @@ def wait_for(
     """
     while True:
         if workers_alive is not None and not workers_alive():
-            raise JobFailedError(f"job {job_id} failed: every worker process exited")
+            raise JobFailedError(f"job {job_id} failed: every worker process exited", job_id=job_id)
         status: pb.JobStatus = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
         if on_status is not None:
             on_status(status)
@@ -122,5 +122,14 @@ def wait_for(
             summary: dict[str, object] = json.loads(status.summary_json)
             return summary
         if status.state in ("failed", "cancelled"):
-            raise JobFailedError(f"job {job_id} {status.state}: {status.reason}")
+            failure = status.failure
+            raise JobFailedError(
+                f"job {job_id} {status.state}: {status.reason}",
+                job_id=job_id,
+                task=failure.task,
+                attempt=failure.attempt if failure.task else -1,
+                record=failure.record,
+                reason=failure.reason,
+                traceback=failure.traceback,
+            )
         time.sleep(every)

@@ -93,4 +93,34 @@ class MasterUnreachable(MapReduceError):
 
 
 class JobFailedError(MapReduceError):
-    """A job failed; the message says which task and why.  No ``_SUCCESS`` was written."""
+    """A job failed; the message says which task and why.  No ``_SUCCESS`` was written.
+
+    Attributes:
+        job_id: the job ("" when unknown).
+        task: the task whose failures failed the job, such as ``map-00003`` ("" when the
+            job failed otherwise: cancelled, its workers gone, its commit failed).
+        attempt: that task's last failed attempt (-1 without a task).
+        record: the record its user code crashed on: ``"path@offset"`` for map input,
+            ``"key=..."`` for a reduce key group, or "".
+        reason: that attempt's error, one line.
+        traceback: the formatted traceback of the user code's exception, or "".
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str = "",
+        task: str = "",
+        attempt: int = -1,
+        record: str = "",
+        reason: str = "",
+        traceback: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+        self.task = task
+        self.attempt = attempt
+        self.record = record
+        self.reason = reason
+        self.traceback = traceback

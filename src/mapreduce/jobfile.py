@@ -2,7 +2,9 @@
 
 A job file is a Python module that defines:
 
-* ``map(key, value)``: yields ``(k2, v2)`` pairs (required);
+* ``map(key, value)``: yields ``(k2, v2)`` pairs, or instead
+  ``map_split(records)``: called once per input split with an iterator of its
+  ``(k1, v1)`` records, returns or yields ``(k2, v2)`` pairs (one of the two is required);
 * ``reduce(key, values)``: yields output values for ``key`` (required);
 * ``combine(key, values)``: like ``reduce``, run on map output (optional);
 * ``setup()``: called when the job is planned and before every task (optional):
@@ -18,7 +20,7 @@ import importlib.util
 import os
 import sys
 import traceback
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from types import ModuleType
 from typing import Any
@@ -27,7 +29,19 @@ from mapreduce.dataflow.formats import INPUT_FORMATS
 from mapreduce.dataflow.partition import RangePartitioner
 from mapreduce.errors import JobDefinitionError
 
+#: The names a job file may define (all but map and reduce optional).
+JOB_ATTRIBUTES = (
+    "map",
+    "map_split",
+    "reduce",
+    "combine",
+    "setup",
+    "partition",
+    "INPUT_FORMAT",
+)
+
 MapFn = Callable[[Any, Any], Iterable[tuple[Any, Any]]]
+MapSplitFn = Callable[[Iterator[tuple[Any, Any]]], Iterable[tuple[Any, Any]] | None]
 ReduceFn = Callable[[Any, Iterable[Any]], Iterable[Any]]
 PartitionFn = Callable[[Any, int], int]
 
@@ -39,7 +53,8 @@ class Job:
     Attributes:
         path: the job file's path.
         module: the imported module.
-        map_fn: the user's ``map``.
+        map_fn: the user's ``map``, or None when it defines ``map_split``.
+        map_split_fn: the user's ``map_split``, or None when it defines ``map``.
         reduce_fn: the user's ``reduce``.
         combine_fn: the user's ``combine`` or None.
         setup_fn: the user's ``setup`` or None.
@@ -50,7 +65,8 @@ class Job:
 
     path: str
     module: ModuleType
-    map_fn: MapFn
+    map_fn: MapFn | None
+    map_split_fn: MapSplitFn | None
     reduce_fn: ReduceFn
     combine_fn: ReduceFn | None
     setup_fn: Callable[[], object] | None
@@ -112,7 +128,15 @@ def _function(path: str, module: ModuleType, name: str, *, required: bool) -> An
 
 
 def _check(path: str, module: ModuleType) -> Job:
-    map_fn = _function(path, module, "map", required=True)
+    map_fn = _function(path, module, "map", required=False)
+    map_split_fn = _function(path, module, "map_split", required=False)
+    if (map_fn is None) == (map_split_fn is None):
+        raise JobDefinitionError(
+            path,
+            "defines both `map` and `map_split`: define one"
+            if map_fn is not None
+            else "defines no `map` function (nor `map_split`)",
+        )
     reduce_fn = _function(path, module, "reduce", required=True)
     combine_fn = _function(path, module, "combine", required=False)
     setup_fn = _function(path, module, "setup", required=False)
@@ -131,6 +155,7 @@ def _check(path: str, module: ModuleType) -> Job:
         path=path,
         module=module,
         map_fn=map_fn,
+        map_split_fn=map_split_fn,
         reduce_fn=reduce_fn,
         combine_fn=combine_fn,
         setup_fn=setup_fn,

@@ -160,10 +160,18 @@ def run_local(options: JobOptions) -> JobSummary:
         committer.commit_job(summary.to_dict(), spec.num_reducers)
     except TaskFailedError as failure:
         committer.abort()
-        raise JobFailedError(f"job {spec.job_id} failed: {failure}") from failure
+        raise JobFailedError(
+            f"job {spec.job_id} failed: {failure}",
+            job_id=spec.job_id,
+            task=failure.task,
+            attempt=failure.attempt,
+            record=failure.record,
+            reason=failure.reason,
+            traceback=failure.traceback,
+        ) from failure
     except OSError as exc:  # a full disk (the temporary directory's, the output's)...
         committer.abort()
-        raise JobFailedError(f"job {spec.job_id} failed: {exc}") from exc
+        raise JobFailedError(f"job {spec.job_id} failed: {exc}", job_id=spec.job_id) from exc
     except BaseException:
         committer.abort()
         raise

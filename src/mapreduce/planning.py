@@ -241,7 +241,8 @@ def check_setup(job: Job, spec: JobSpec) -> None:
 
 
 def sample_keys(job: Job, spec: JobSpec, splits: list[InputSplit], size: int) -> list[bytes]:
-    """Run ``map`` over the first records of every split and collect the keys it emits.
+    """Run ``map`` (or ``map_split``) over the first records of every split and collect
+    the keys it emits.
 
     Up to ``size`` input records are read in all, spread evenly over the splits.
     Records that fail to decode or make ``map`` raise are left out of the sample;
@@ -257,6 +258,16 @@ def sample_keys(job: Job, spec: JobSpec, splits: list[InputSplit], size: int) ->
     with context.activated(sampling, spec.params, Counter()):  # counters while sampling: dropped
         for split in splits:
             records = read_split(split, spec.input_format, options=spec.storage_options)
+            if job.map_split_fn is not None:
+                first = itertools.islice(records, per_split)
+                head = ((key, value) for _offset, key, value in first)
+                try:
+                    pairs = list(job.map_split_fn(head) or ())
+                except Exception:
+                    continue  # the map phase reports it (a bad record too)
+                keys.extend(encode_key(k) for k, _v in pairs)
+                continue
+            assert job.map_fn is not None
             try:
                 for _offset, key, value in itertools.islice(records, per_split):
                     try:

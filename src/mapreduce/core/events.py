@@ -115,6 +115,9 @@ class WorkerRegistered:
     rejoin: bool = False
     held: tuple[MapOutputRef, ...] = ()
     running: tuple[AttemptRef, ...] = ()
+    #: a digest of the worker's key: only an incarnation showing the same key may take
+    #: over a live worker's id (see :meth:`Liveness.registration_refusal`)
+    key_digest: str = ""
 
 
 @dataclass(frozen=True)

@@ -12,9 +12,14 @@ from the restart to be heard of again.
 
 from __future__ import annotations
 
+import hmac
+
 from mapreduce.core import events as ev
 from mapreduce.core.master import AttemptKey, JobState, MasterState
 from mapreduce.core.tasks import AttemptState, TaskKind
+
+#: The most live workers a master keeps: a registration of another id beyond it is refused.
+MAX_WORKERS = 10_000
 
 
 class Liveness:
@@ -52,6 +57,35 @@ class Liveness:
         worker = state.workers[worker_id]
         heard = self._heard.get((worker_id, worker.incarnation), worker.registered)
         return max(heard, self.started)
+
+    def registration_refusal(
+        self, state: MasterState, event: ev.WorkerRegistered, now: float
+    ) -> str:
+        """Why ``event`` may not register ("" if it may); a refused one changes nothing.
+
+        A worker id belongs to its live incarnation.  Another registration may take it
+        over only by showing the same worker key (a restart from the same ``--workdir``,
+        or a worker process starting a new incarnation), or once the holder has been
+        silent past the worker timeout.  So neither a second worker given the same name
+        by mistake nor a client that knows only the id can push a live worker out.
+        """
+        holder = state.workers.get(event.worker_id)
+        if holder is None:
+            if len(state.workers) >= MAX_WORKERS:
+                return f"the master already has {MAX_WORKERS} live workers, its limit"
+            return ""
+        if holder.key_digest and hmac.compare_digest(holder.key_digest, event.key_digest):
+            return ""
+        silent = now - self.last_heard(state, event.worker_id)
+        timeout = state.config.worker_timeout
+        if silent > timeout:
+            return ""
+        return (
+            f"worker id {event.worker_id!r} belongs to a live worker at {holder.address} "
+            f"(heard {silent:.1f}s ago): give this worker its own --name, or restart that "
+            f"worker with the same --workdir to take its id over at once; otherwise the id "
+            f"is free once that worker has been silent for {timeout:g}s"
+        )
 
     def expired(self, state: MasterState, now: float) -> list[ev.Event]:
         """Durable events for every silent worker and every stalled attempt, at ``now``."""

@@ -54,6 +54,8 @@ class WorkerInfo:
     slots: int
     registered: float
     running: set[AttemptKey] = field(default_factory=set)
+    #: the digest of the worker's key, shown by a restart that takes the id over
+    key_digest: str = ""
     completed_maps: set[tuple[str, int]] = field(default_factory=set)
 
 
@@ -342,7 +344,12 @@ class MasterState:
             self._lose_worker(old, "restarted with a new incarnation", event.now, out)
         self.lost_workers.pop(event.worker_id, None)
         self.workers[event.worker_id] = WorkerInfo(
-            event.worker_id, event.incarnation, event.address, max(1, event.slots), event.now
+            event.worker_id,
+            event.incarnation,
+            event.address,
+            max(1, event.slots),
+            event.now,
+            key_digest=event.key_digest,
         )
 
     def _rejoined(

@@ -178,6 +178,17 @@ def job_summary(state: MasterState, job_id: str) -> JobSummary:
     return summary
 
 
+def failing_attempt(state: MasterState, job_id: str) -> FailedAttempt | None:
+    """Of a job that failed because a task did, that task's last failed attempt, else None."""
+    job = state.jobs[job_id]
+    if job.state is not JobState.FAILED:
+        return None
+    for failure in reversed(job.failures):
+        if job.reason.startswith(f"task {failure.task} "):
+            return failure
+    return None
+
+
 def finished_summary(state: MasterState, job_id: str) -> dict[str, object] | None:
     """The content of ``_summary.json`` once the job has succeeded, else None."""
     job = state.jobs[job_id]
@@ -362,24 +373,22 @@ class Totals:
 
     shuffle_bytes: int
     failed_attempts: int
-    #: kind -> (seconds, count) of completed tasks
-    task_seconds: dict[str, tuple[float, int]]
+    #: kind -> the durations (seconds) of the committed attempts of completed tasks
+    task_seconds: dict[str, list[float]]
 
 
 def totals(state: MasterState) -> Totals:
     shuffled = failed = 0
-    seconds = {"map": (0.0, 0), "reduce": (0.0, 0)}
+    seconds: dict[str, list[float]] = {"map": [], "reduce": []}
     for job in state.jobs.values():
         failed += job.failed_attempts
         for kind in (TaskKind.MAP, TaskKind.REDUCE):
-            total, count = seconds[kind.value]
+            durations = seconds[kind.value]
             for task in job.tasks(kind):
                 if task.stats is not None:
-                    total += task.stats.seconds
-                    count += 1
+                    durations.append(task.stats.seconds)
                     if kind is TaskKind.MAP:
                         shuffled += task.stats.output_bytes
-            seconds[kind.value] = (total, count)
     return Totals(shuffled, failed, seconds)
 
 

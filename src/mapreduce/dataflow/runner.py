@@ -501,41 +501,22 @@ def run_map_task(
         spec.job_id, task_id, "map", index, attempt, worker, spec.num_reducers
     )
     buffers = _MapBuffer(job, spec, workdir)
-    map_fn = job.map_fn
-    generator = inspect.isgeneratorfunction(map_fn)
-    buffer: defaultdict[Any, list[Any]] = defaultdict(list)
-    records = 0
-    next_check = _MIN_CHECK
-    pacer = _Pacer(_CHUNK)
-    chunk = pacer.size
     with context.activated(task, spec.params, counters), _collector_paused():
         _setup(job)
         try:
-            batches = read_batches(split, spec.input_format, skip, spec.storage_options)
-            for offsets, keys, values in batches:
-                start, size = 0, len(keys)
-                while start < size:
-                    # a chunk ends where the buffer's size is due to be checked
-                    stop = min(size, start + max(1, min(chunk, next_check - records)))
-                    chunk_keys, chunk_values = keys[start:stop], values[start:stop]
-                    try:
-                        for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
-                            buffer[k].append(v)
-                    except (TaskError, KeyboardInterrupt, OSError):
-                        raise
-                    except Exception as exc:
-                        raise _failing_record(
-                            map_fn, split, offsets[start:stop], chunk_keys, chunk_values, exc
-                        ) from exc
-                    records += stop - start
-                    start = stop
-                    if progress is not None:
-                        progress()
-                    chunk = pacer.reported()
-                    if records >= next_check:
-                        spilled, next_check = buffers.check(buffer, records)
-                        if spilled:
-                            buffer = defaultdict(list)
+            if job.map_split_fn is not None:
+                whole = WHOLE_SPLIT in skip
+                batches = (
+                    []
+                    if whole
+                    else read_batches(split, spec.input_format, skip, spec.storage_options)
+                )
+                records, buffer = _map_whole_split(
+                    job.map_split_fn, split, batches, buffers, progress
+                )
+            else:
+                assert job.map_fn is not None
+                records, buffer = _map_records(job.map_fn, split, spec, skip, buffers, progress)
         except (TaskError, RecordFailure, KeyboardInterrupt):
             raise
         except OSError as exc:  # a disk or an input file, not the record's fault
@@ -556,6 +537,104 @@ def run_map_task(
         spills=len(buffers.spill_files),
         seconds=time.monotonic() - started,
     )
+
+
+def _map_records(
+    map_fn: Callable[[Any, Any], Any],
+    split: InputSplit,
+    spec: JobSpec,
+    skip: frozenset[int],
+    buffers: _MapBuffer,
+    progress: Callable[[], None] | None,
+) -> tuple[int, defaultdict[Any, list[Any]]]:
+    """Call ``map`` on every record of ``split`` (but those in ``skip``), a chunk of records
+    at a time; buffer the pairs.  Returns the records read and the buffer."""
+    generator = inspect.isgeneratorfunction(map_fn)
+    buffer: defaultdict[Any, list[Any]] = defaultdict(list)
+    records = 0
+    next_check = _MIN_CHECK
+    pacer = _Pacer(_CHUNK)
+    chunk = pacer.size
+    batches = read_batches(split, spec.input_format, skip, spec.storage_options)
+    for offsets, keys, values in batches:
+        start, size = 0, len(keys)
+        while start < size:
+            # a chunk ends where the buffer's size is due to be checked
+            stop = min(size, start + max(1, min(chunk, next_check - records)))
+            chunk_keys, chunk_values = keys[start:stop], values[start:stop]
+            try:
+                for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
+                    buffer[k].append(v)
+            except (TaskError, KeyboardInterrupt, OSError):
+                raise
+            except Exception as exc:
+                raise _failing_record(
+                    map_fn, split, offsets[start:stop], chunk_keys, chunk_values, exc
+                ) from exc
+            records += stop - start
+            start = stop
+            if progress is not None:
+                progress()
+            chunk = pacer.reported()
+            if records >= next_check:
+                spilled, next_check = buffers.check(buffer, records)
+                if spilled:
+                    buffer = defaultdict(list)
+    return records, buffer
+
+
+#: The record id that stands for a whole split in a ``map_split`` job: user code that
+#: fails there is blamed on the split, and skipping it skips the split.
+WHOLE_SPLIT = -1
+
+
+def _map_whole_split(
+    map_split: Callable[[Iterator[tuple[Any, Any]]], Any],
+    split: InputSplit,
+    batches: Iterable[tuple[list[int], list[Any], list[Any]]],
+    buffers: _MapBuffer,
+    progress: Callable[[], None] | None,
+) -> tuple[int, defaultdict[Any, list[Any]]]:
+    """Call ``map_split`` once with every record of ``split``; buffer the pairs it gives.
+
+    Records are counted, and progress reported, a batch (a block of input) at a
+    time; the buffer is checked (combined, spilled) as the pairs come.  Returns the
+    records read and the buffer.
+    """
+    read = [0]
+
+    def records() -> Iterator[tuple[Any, Any]]:
+        for _offsets, keys, values in batches:
+            read[0] += len(keys)
+            yield from zip(keys, values, strict=True)
+            if progress is not None:
+                progress()
+
+    buffer: defaultdict[Any, list[Any]] = defaultdict(list)
+    emitted, next_check = 0, _MIN_CHECK
+    try:
+        pairs = iter(map_split(records()) or ())
+        while True:
+            chunk = list(itertools.islice(pairs, max(1, next_check - emitted)))
+            if not chunk:
+                break
+            for k, v in chunk:
+                buffer[k].append(v)
+            emitted += len(chunk)
+            if emitted >= next_check:
+                spilled, next_check = buffers.check(buffer, emitted)
+                if spilled:
+                    buffer = defaultdict(list)
+    except (TaskError, KeyboardInterrupt, OSError, BadRecordError):
+        raise
+    except Exception as exc:
+        raise RecordFailure(
+            WHOLE_SPLIT,
+            f"{split.path}@{split.start} (the whole split: map_split)",
+            _describe(exc),
+            _user_traceback(exc),
+        ) from exc
+    return read[0], buffer
 
 
 class _Counted:

@@ -102,21 +102,13 @@ def join(url: str, *names: str) -> str:
     return posixpath.join(url, *names)
 
 
-def parse_storage_option(text: str) -> tuple[str, str]:
-    """``KEY=VALUE`` (the value is never part of an error message: it may be a secret)."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip():
-        raise UsageError(f"--storage-option {key[:40]!r}...: expected KEY=VALUE")
-    return key.strip(), value
-
-
 def option_values(options: Mapping[str, str]) -> dict[str, Any]:
     """``--storage-option`` values as keyword arguments: ``true``, ``false``, numbers and
     JSON objects as such, anything else as the string it is."""
     values: dict[str, Any] = {}
     for key, text in options.items():
         try:
-            value = json.loads(text)
+            value = json.loads(text.lower() if text in ("True", "False") else text)
         except ValueError:
             value = text
         values[key] = value if isinstance(value, (bool, int, float, dict, list)) else text

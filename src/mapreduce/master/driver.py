@@ -17,14 +17,18 @@ done by an output thread, which reports back with ``JobStarted`` /
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import logging
+import math
 import pickle
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
+
+from prometheus_client import Histogram
 
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
@@ -32,7 +36,8 @@ from mapreduce.core import queries
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.liveness import Liveness
 from mapreduce.core.master import ACTIVE, JobState, MasterState
-from mapreduce.core.spec import JobSpec
+from mapreduce.core.spec import MAX_SPLITS, JobSpec
+from mapreduce.daemonlog import about
 from mapreduce.dataflow.commit import Committer, output_committer
 from mapreduce.errors import MapReduceError
 from mapreduce.master import codec
@@ -43,6 +48,10 @@ log = logging.getLogger("mapreduce.master")
 
 #: A snapshot is written after this many journal records at least (more for big jobs).
 SNAPSHOT_EVERY = 20_000
+#: Upper bounds (seconds) of the fetch latency histogram's buckets (/metrics).
+FETCH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+#: The most fetch latencies one reduce attempt's report counts (one per map task).
+MAX_FETCHES_REPORTED = MAX_SPLITS
 
 
 def wall_clock() -> Callable[[], float]:
@@ -115,6 +124,16 @@ class MasterDriver:
         #: what the shell adds to the status pages and to _summary.json (not durable state:
         #: for example the faults that --chaos injected)
         self.annotate: Callable[[], dict[str, Any]] | None = None
+        #: seconds each fetch of a map output took, as reducers report them (for /metrics;
+        #: not durable: since this process started)
+        self.fetch_seconds = Histogram(
+            "mapreduce_shuffle_fetch_seconds",
+            "Seconds each fetch of a map output took, as reducers report them.",
+            buckets=FETCH_BUCKETS,
+            registry=None,
+        )
+        #: called first when the driver stops (the health service turns NOT_SERVING)
+        self.on_stop: list[Callable[[], None]] = []
         self._assigned_yet = False
         self._tick_interval = tick_interval
         self._stop = threading.Event()
@@ -151,7 +170,7 @@ class MasterDriver:
                     except (OSError, MapReduceError) as exc:
                         # A deposed leader that is still alive (paused, cut off) may hold the
                         # lock of this same job's staging: its orders are fenced by the epoch.
-                        log.warning("job %s: %s; going on without the lock", job_id, exc)
+                        log.warning("%s; going on without the lock", exc, extra=about(job_id))
                 if job.state is JobState.COMMITTING:
                     self._outputs.put(("commit", job_id))
                 elif job.state in (JobState.FAILED, JobState.CANCELLED):
@@ -187,9 +206,17 @@ class MasterDriver:
     def stop(self) -> None:
         """Stop the ticker and wake long polls.  (The journal needs no closing: whatever
         was acted on is on disk already.)"""
+        for hook in self.on_stop:
+            hook()
         self._stop.set()
         with self.lock:
             self.changed.notify_all()
+
+    def observe_fetches(self, seconds: Iterable[float]) -> None:
+        """Count the fetch latencies a reducer reports (at most one per map task of a job)."""
+        for value in itertools.islice(seconds, MAX_FETCHES_REPORTED):
+            if math.isfinite(value) and value >= 0:
+                self.fetch_seconds.observe(value)
 
     @property
     def stopped(self) -> bool:
@@ -207,6 +234,17 @@ class MasterDriver:
         self.journal.sync(seq)
         self._after(actions)
         return actions
+
+    def register(self, event: ev.WorkerRegistered) -> str:
+        """Register a worker; returns why it was refused ("", and nothing changes, if so)."""
+        with self.lock:
+            refused = self.liveness.registration_refusal(self.state, event, self.now())
+            if refused:
+                return refused
+            actions, seq = self.apply_locked(event)
+        self.journal.sync(seq)
+        self._after(actions)
+        return ""
 
     def apply_locked(self, event: ev.Event) -> tuple[list[act.Action], int]:
         """Apply ``event`` and append it to the journal; the caller holds the lock.
@@ -306,6 +344,13 @@ class MasterDriver:
             self.committers[spec.job_id] = committer
             actions, seq = self.apply_locked(ev.JobSubmitted(self.now(), spec, output_at_turn=True))
         self.journal.sync(seq)
+        log.info(
+            "job submitted: %d map tasks, %d reduce tasks, output %s",
+            len(spec.splits),
+            spec.num_reducers,
+            spec.output,
+            extra=about(spec.job_id),
+        )
         self._after(actions)
         return actions
 
@@ -378,6 +423,7 @@ class MasterDriver:
                 continue
             if what == "abort":
                 committer.abort()
+                log.info("job ended without output", extra=about(job_id))
                 continue
             if summary is None:
                 continue
@@ -386,7 +432,7 @@ class MasterDriver:
             try:
                 committer.commit_job(summary, partitions)
             except (OSError, MapReduceError) as exc:
-                log.error("committing the output of %s failed: %s", job_id, exc)
+                log.error("committing the output failed: %s", exc, extra=about(job_id))
                 # Its staging directory goes too (the AbortJob that follows finds no committer).
                 committer.abort()
                 self.handle(
@@ -394,6 +440,7 @@ class MasterDriver:
                 )
             else:
                 self.handle(ev.JobCommitted(self.now(), job_id))
+                log.info("job committed: output in %s", committer.output, extra=about(job_id))
 
     def _prepare(self, job_id: str) -> None:
         """The job's turn: take its output's lock and make its staging directory."""
@@ -404,7 +451,7 @@ class MasterDriver:
         try:
             committer.prepare()
         except (OSError, MapReduceError) as exc:
-            log.error("preparing the output of %s failed: %s", job_id, exc)
+            log.error("preparing the output failed: %s", exc, extra=about(job_id))
             self.handle(
                 ev.JobStartFailed(self.now(), job_id, f"preparing the output failed: {exc}")
             )

@@ -12,6 +12,7 @@ tracebacks, logs, counters).
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import threading
 from collections.abc import Callable
@@ -31,6 +32,7 @@ from mapreduce.master.logs import MAX_LOG_CHARS
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.health import Health
 from mapreduce.rpc.security import Security
 
 HEARTBEAT_INTERVAL = 1.0
@@ -100,8 +102,12 @@ class MasterService(pb_grpc.MasterServicer):
                 f"worker id, incarnation and shuffle address are at most {MAX_WORKER_NAME} "
                 "characters"
             )
+        if not request.worker_key or len(request.worker_key) > MAX_WORKER_NAME:
+            raise convert.BadMessage(
+                f"a worker key of 1 to {MAX_WORKER_NAME} characters is required"
+            )
         held = tuple(convert.map_output_from_pb(h) for h in request.held)
-        self.driver.handle(
+        refused = self.driver.register(
             ev.WorkerRegistered(
                 self._now(),
                 w.worker_id,
@@ -111,8 +117,11 @@ class MasterService(pb_grpc.MasterServicer):
                 request.rejoin,
                 held,
                 tuple(convert.attempt_from_pb(a) for a in request.running),
+                key_digest=hashlib.sha256(request.worker_key.encode()).hexdigest(),
             )
         )
+        if refused:
+            context.abort(grpc.StatusCode.ALREADY_EXISTS, refused)
         with self.driver.lock:
             forget = queries.jobs_to_forget(self.driver.state, {h.job_id for h in held})
             epoch = self.driver.state.epoch
@@ -236,7 +245,9 @@ class MasterService(pb_grpc.MasterServicer):
     def ReportReduceDone(
         self, request: pb.ReportReduceDoneRequest, context: grpc.ServicerContext
     ) -> pb.Ack:
-        return self._succeeded(request, ev.ReduceTaskSucceeded)
+        ack = self._succeeded(request, ev.ReduceTaskSucceeded)
+        self.driver.observe_fetches(request.fetch_seconds)  # /metrics only: not an event
+        return ack
 
     @_guarded
     def ReportTaskFailed(
@@ -341,6 +352,17 @@ class MasterService(pb_grpc.MasterServicer):
         brief = queries.job_brief(state, job_id, self._now())
         job = state.jobs[job_id]
         summary = queries.finished_summary(state, job_id)
+        last = queries.failing_attempt(state, job_id)
+        failure = None
+        if last is not None:
+            failure = pb.AttemptFailure(
+                task=last.task,
+                attempt=last.attempt,
+                worker=last.worker,
+                record=last.label or last.record,
+                reason=last.reason,
+                traceback=last.traceback,
+            )
         return pb.JobStatus(
             job_id=job_id,
             state=brief.state,
@@ -357,6 +379,7 @@ class MasterService(pb_grpc.MasterServicer):
             input_bytes_total=brief.input_bytes_total,
             map_attempts=sum(len(t.attempts) for t in job.maps),
             reduce_attempts=sum(len(t.attempts) for t in job.reduces),
+            failure=failure,
         )
 
     @_guarded
@@ -445,18 +468,28 @@ def serve_master(
 
     A single master recovers its state before this returns.  A replicated one
     (a master candidate) answers at once, as a follower, and a background thread
-    waits for it to lead, then recovers and serves.
+    waits for it to lead, then recovers and serves.  Its ``grpc.health.v1`` status
+    is SERVING from then until the driver stops.
     """
+    health = Health([pb.DESCRIPTOR.services_by_name["Master"].full_name])
     server, port = convert.start_grpc_server(
         listen,
         lambda server: pb_grpc.add_MasterServicer_to_server(MasterService(driver), server),
         max_workers,
         "master-rpc",
         security,
+        health,
     )
-    if driver.journal.replicated:
-        threading.Thread(target=driver.lead, name="master-lead", daemon=True).start()
-    else:
+    driver.on_stop.append(lambda: health.set_serving(False))
+
+    def lead() -> None:
         driver.lead()
+        if not driver.stopped:
+            health.set_serving(True)
+
+    if driver.journal.replicated:
+        threading.Thread(target=lead, name="master-lead", daemon=True).start()
+    else:
+        lead()
     driver.start()
     return server, port

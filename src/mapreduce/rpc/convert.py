@@ -18,9 +18,10 @@ from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import MAX_COUNTER_NAME, MAX_COUNTERS, TaskKind, TaskStats
 from mapreduce.dataflow.runner import TaskResult
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
+from mapreduce.rpc.health import Health
 from mapreduce.rpc.security import Security
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3
 
 #: Largest message accepted or sent: job specs carry the job's code.
 MAX_MESSAGE_BYTES = 64 << 20
@@ -164,6 +165,7 @@ def start_grpc_server(
     max_workers: int,
     name: str,
     security: Security | None = None,
+    health: Health | None = None,
 ) -> tuple[grpc.Server, int]:
     """Start a gRPC server on ``listen`` (port 0: any) with our options; return it and its port.
 
@@ -172,6 +174,7 @@ def start_grpc_server(
         max_workers: request threads.
         name: prefix of the thread names.
         security: the cluster secret every call must carry (none: no check).
+        health: the ``grpc.health.v1`` statuses the server reports (NOT_SERVING until set).
 
     Raises:
         OSError: the address cannot be bound.
@@ -182,6 +185,8 @@ def start_grpc_server(
         interceptors=(security or Security()).interceptors(),
     )
     register(server)
+    if health is not None:
+        health.register(server)
     port = (security or Security()).add_port(server, listen)
     server.start()
     return server, port

@@ -3,7 +3,8 @@
 With a secret, every call a client, worker or master makes carries it in the
 ``x-mapreduce-secret`` metadata, and every server (the master's, each worker's
 shuffle server) checks it in constant time before anything else happens: a call
-without it is answered UNAUTHENTICATED.  Without a secret, channels and servers
+without it is answered UNAUTHENTICATED; only the standard health checks
+(:data:`OPEN_METHODS`) are answered without it.  Without a secret, channels and servers
 are as before (for a cluster on one machine's loopback).
 
 The secret travels as the calls do: in the clear unless TLS is on, so on a
@@ -20,6 +21,11 @@ from typing import Any
 import grpc
 
 SECRET_HEADER = "x-mapreduce-secret"
+
+#: The only methods answered without the secret: the standard health checks, which
+#: orchestrators' probes (grpc_health_probe, Kubernetes) call without custom metadata.
+#: They tell whether a server is SERVING, nothing else.
+OPEN_METHODS = frozenset({"/grpc.health.v1.Health/Check", "/grpc.health.v1.Health/Watch"})
 
 
 @dataclass(frozen=True)
@@ -155,7 +161,7 @@ class _CheckSecret(grpc.ServerInterceptor):
         self._secret = secret
 
     def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
-        if hmac.compare_digest(_offered(details), self._secret):
+        if details.method in OPEN_METHODS or hmac.compare_digest(_offered(details), self._secret):
             return continuation(details)
         handler = continuation(details)
         if handler is None:
@@ -175,7 +181,11 @@ class _CheckSecretAio(grpc.aio.ServerInterceptor):
 
     async def intercept_service(self, continuation: Callable[..., Any], details: Any) -> Any:
         handler = await continuation(details)
-        if handler is None or hmac.compare_digest(_offered(details), self._secret):
+        if (
+            handler is None
+            or details.method in OPEN_METHODS
+            or hmac.compare_digest(_offered(details), self._secret)
+        ):
             return handler
 
         async def refuse(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:

@@ -9,7 +9,7 @@ Routes:
 ``/api/cluster``                         the cluster overview (JSON)
 ``/api/jobs/JOB``                        one job in detail (JSON)
 ``/api/jobs/JOB/tasks/TASK/logs``        the task's attempts and logs (JSON)
-``/metrics``                             Prometheus text metrics
+``/metrics``                             Prometheus metrics (:mod:`mapreduce.web.metrics`)
 ``/health``                              ``ok (leader)`` or ``ok (follower)``
 ``/login``                               a form for the cluster secret (sets a cookie)
 =======================================  ===========================================
@@ -35,8 +35,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from prometheus_client import CONTENT_TYPE_LATEST
+
 from mapreduce.master.driver import MasterDriver
-from mapreduce.web import pages, views
+from mapreduce.web import metrics, pages, views
 
 
 def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
@@ -70,7 +72,7 @@ def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
         case ["api", "jobs", job_id, "tasks", task, "logs"]:
             return as_json(views.task_logs_view(driver, job_id, task))
         case ["metrics"]:
-            return HTTPStatus.OK, "text/plain; version=0.0.4", views.metrics_text(driver)
+            return HTTPStatus.OK, CONTENT_TYPE_LATEST, metrics.exposition(driver)
     raise KeyError(path)
 
 

@@ -1,8 +1,8 @@
 """View models of the status pages: plain dicts made from :mod:`mapreduce.core.queries` snapshots.
 
-The JSON API serves these dicts as they are; the HTML pages and ``/metrics``
-render them.  Everything is read under the driver's lock, in one go, so a
-page is a consistent snapshot.
+The JSON API serves these dicts as they are; the HTML pages render them
+(``/metrics`` is :mod:`mapreduce.web.metrics`).  Everything is read under the
+driver's lock, in one go, so a page is a consistent snapshot.
 """
 
 from __future__ import annotations
@@ -118,46 +118,3 @@ def task_logs_view(driver: MasterDriver, job_id: str, task_id: str) -> dict[str,
         "task": f"{kind.value}-{index:05d}",
         "attempts": [dataclasses.asdict(a) for a in attempts],
     }
-
-
-def metrics_text(driver: MasterDriver) -> str:
-    """Prometheus text exposition of the master's state."""
-    cluster = cluster_view(driver)
-    lines = [
-        "# HELP mapreduce_workers Workers known to the master, by state.",
-        "# TYPE mapreduce_workers gauge",
-    ]
-    for state in ("alive", "lost"):
-        count = sum(w["state"] == state for w in cluster["workers"])
-        lines.append(f'mapreduce_workers{{state="{state}"}} {count}')
-    lines += ["# HELP mapreduce_jobs Jobs by state.", "# TYPE mapreduce_jobs gauge"]
-    for state in ("queued", "running", "succeeded", "failed", "cancelled"):
-        count = sum(j["state"] == state for j in cluster["jobs"])
-        lines.append(f'mapreduce_jobs{{state="{state}"}} {count}')
-    lines += [
-        "# HELP mapreduce_tasks Tasks by job, kind and state.",
-        "# TYPE mapreduce_tasks gauge",
-    ]
-    for job in cluster["jobs"]:
-        for kind_name, counts in (("map", job["maps"]), ("reduce", job["reduces"])):
-            for state in ("idle", "in_progress", "completed"):
-                lines.append(
-                    f'mapreduce_tasks{{job="{job["id"]}",kind="{kind_name}",state="{state}"}} '
-                    f"{counts[state]}"
-                )
-    with driver.lock:
-        totals = queries.totals(driver.state)
-    lines += [
-        "# HELP mapreduce_shuffle_bytes_total Bytes of map output written for the shuffle.",
-        "# TYPE mapreduce_shuffle_bytes_total counter",
-        f"mapreduce_shuffle_bytes_total {totals.shuffle_bytes}",
-        "# HELP mapreduce_failed_attempts_total Task attempts that failed.",
-        "# TYPE mapreduce_failed_attempts_total counter",
-        f"mapreduce_failed_attempts_total {totals.failed_attempts}",
-        "# HELP mapreduce_task_duration_seconds Duration of completed task attempts.",
-        "# TYPE mapreduce_task_duration_seconds summary",
-    ]
-    for kind_name, (total, count) in totals.task_seconds.items():
-        lines.append(f'mapreduce_task_duration_seconds_sum{{kind="{kind_name}"}} {total:.6f}')
-        lines.append(f'mapreduce_task_duration_seconds_count{{kind="{kind_name}"}} {count}')
-    return "\n".join(lines) + "\n"

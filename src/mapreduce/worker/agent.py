@@ -13,6 +13,7 @@ import contextlib
 import errno
 import logging
 import os
+import secrets
 import shutil
 import socket
 import sys
@@ -25,6 +26,7 @@ from dataclasses import dataclass, field
 
 import grpc
 
+from mapreduce import daemonlog
 from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
@@ -54,6 +56,8 @@ MIN_FREE_BYTES = 64 << 20
 #: How long a worker whose disk was full waits at least before it takes a task again
 #: (doubling while its attempts keep failing that way, up to the second value).
 PAUSE_SECONDS = (5.0, 300.0)
+#: The file in a worker's --workdir holding its key (see :func:`worker_key`).
+KEY_FILE = "worker.key"
 
 
 @dataclass
@@ -90,8 +94,18 @@ class WorkerConfig:
     security: Security | None = None
 
 
-def _dropped_fetch() -> int:
+def _dropped_fetch() -> float:
     raise FetchError("the fetch was dropped (fault injected by --chaos)")
+
+
+def _timed_fetch(
+    channel: grpc.Channel, output: tuple[str, int, int], partition: int, dest: str
+) -> float:
+    """Fetch one partition of a map output (see :func:`fetch_partition`); return the seconds
+    it took (the master's fetch latency histogram)."""
+    started = time.monotonic()
+    fetch_partition(channel, output, partition, dest)
+    return time.monotonic() - started
 
 
 def advertised_address(listen: str, port: int, advertise: str = "") -> str:
@@ -111,6 +125,8 @@ class _Running:
     child: ChildAttempt | None = None
     last_progress: int = -1
     fetching: bool = False
+    #: seconds each successful fetch of a map output took (reported with the result)
+    fetch_seconds: list[float] = field(default_factory=list)
     #: the worker's machine failed the attempt (its disk is full), not the task
     machine_fault: bool = False
 
@@ -147,7 +163,10 @@ class Worker:
         self._own_workdir = not config.workdir
         self.workdir = config.workdir or tempfile.mkdtemp(prefix="mapreduce-worker-")
         self.registry = MapOutputRegistry()
+        # The incarnation is a credential: a report counts only with the incarnation its
+        # attempt was assigned to, and the master never shows it.
         self.incarnation = uuid.uuid4().hex
+        self.key = ""  # see worker_key(), read when the work directory exists
         self.running: dict[AttemptRef, _Running] = {}
         self.lock = threading.Lock()
         self.jobs: dict[str, InstalledJob] = {}
@@ -206,6 +225,7 @@ class Worker:
         """Serve until stopped (or until ``fail_after`` tasks have finished)."""
         start_fork_server()
         os.makedirs(self.workdir, exist_ok=True)
+        self.key = worker_key(self.workdir)
         self._remove_old_outputs()
         self.shuffle_server, port = serve_shuffle(
             self.config.listen,
@@ -217,6 +237,7 @@ class Worker:
         self.worker_id = self.config.name or self.address
         self.master = MasterClient(self.config.master, self.security)
         self._register()
+        self.shuffle_server.set_serving(True)  # grpc.health.v1: ready
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
         beat.start()
         try:
@@ -231,6 +252,8 @@ class Worker:
                 shutil.rmtree(self.workdir, ignore_errors=True)
 
     def stop(self) -> None:
+        with contextlib.suppress(Exception):  # draining: probes see NOT_SERVING from now on
+            self.shuffle_server.set_serving(False)
         self.stopping.set()
         self.slot_freed.set()
 
@@ -257,6 +280,7 @@ class Worker:
             slots=self.config.slots,
             protocol_version=convert.PROTOCOL_VERSION,
             rejoin=rejoin,
+            worker_key=self.key,
         )
         if rejoin:
             with self.lock:
@@ -265,20 +289,35 @@ class Worker:
                 pb.MapOutputId(job_id=job_id, map_index=index, map_attempt=attempt)
                 for job_id, index, attempt in self.registry.outputs()
             )
-        reply = self._master_call("RegisterWorker", request)
-        assert isinstance(reply, pb.RegisterWorkerReply)
+        reply = self._register_call(request)
         self.heartbeat_interval = reply.heartbeat_interval or 1.0
         self.epoch = max(self.epoch, reply.epoch)
         self.registered_epoch = reply.epoch
         for job_id in reply.forget_jobs:
             self._forget_job(job_id)
         log.info(
-            "worker %s %s (incarnation %s, master epoch %d)",
+            "worker %s %s (incarnation %s..., master epoch %d)",
             self.worker_id,
             "rejoined" if rejoin else "registered",
-            identity.incarnation,
+            identity.incarnation[:6],
             reply.epoch,
         )
+
+    def _register_call(self, request: pb.RegisterWorkerRequest) -> pb.RegisterWorkerReply:
+        """Register; while the master says the id belongs to another live worker, wait."""
+        said = ""
+        while True:
+            try:
+                reply = self._master_call("RegisterWorker", request)
+                assert isinstance(reply, pb.RegisterWorkerReply)
+                return reply
+            except grpc.RpcError as exc:
+                if exc.code() != grpc.StatusCode.ALREADY_EXISTS or self.stopping.is_set():
+                    raise
+                if exc.details() != said:
+                    said = exc.details() or ""
+                    log.warning("the master refused this worker, trying again: %s", said)
+                self.stopping.wait(1)
 
     def _saw_epoch(self, epoch: int) -> bool:
         """Note an epoch in a master's reply; False if it is older than one already seen."""
@@ -468,12 +507,15 @@ class Worker:
         return self.chaos is not None and self.chaos.crash_task(ref.job_id, task)
 
     def _supervise(self, target: object, running: _Running, assignment: pb.TaskAssignment) -> None:
+        ref = running.ref
+        about = daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt)
+        log.info("attempt started", extra=about)
         try:
             if self.chaos is not None:
                 self.chaos.slow_down(running.killed)  # --chaos slow-worker
             target(running, assignment)  # type: ignore[operator]
         except Exception as exc:  # a bug or an I/O error of this worker: fail the attempt
-            log.exception("attempt %s crashed", running.ref)
+            log.exception("attempt crashed", extra=about)
             number = infrastructure_errno(exc)
             if number is not None and not running.machine_fault:
                 # this process's own I/O: a full work directory, or out of file descriptors
@@ -483,6 +525,7 @@ class Worker:
                 )
             self._report_failure(running, "", f"worker error: {type(exc).__name__}: {exc}", "")
         finally:
+            log.info("attempt ended%s", " (killed)" if running.killed.is_set() else "", extra=about)
             with self.lock:
                 self.running.pop(running.ref, None)
             self.slot_freed.set()
@@ -502,6 +545,14 @@ class Worker:
             return
         if running.machine_fault:
             reason = f"{reason} (this worker's machine failed it: {self.paused or 'see its log'})"
+        ref = running.ref
+        where = f" on record {label or record}" if record else ""
+        log.warning(
+            "attempt failed%s: %s",
+            where,
+            reason,
+            extra=daemonlog.about(ref.job_id, f"{ref.kind.value}-{ref.index:05d}", ref.attempt),
+        )
         try:
             log_tail = read_log_tail(self._log_path(running.ref))
         except OSError:  # the work directory's disk is full or failing
@@ -621,7 +672,7 @@ class Worker:
         fetched: dict[int, str] = {}
         known: dict[int, tuple[int, str]] = {}  # map index -> (attempt, address)
         seen = 0
-        pending: dict[futures.Future[int], tuple[int, int, str]] = {}
+        pending: dict[futures.Future[float], tuple[int, int, str]] = {}
         running.fetching = True
         pool = futures.ThreadPoolExecutor(FETCH_PARALLELISM, thread_name_prefix="fetch")
         try:
@@ -655,7 +706,7 @@ class Worker:
                         pending[future] = (map_index, map_attempt, dest)
                         continue
                     future = pool.submit(
-                        fetch_partition,
+                        _timed_fetch,
                         self._channel(address),
                         (ref.job_id, map_index, map_attempt),
                         ref.index,
@@ -666,7 +717,7 @@ class Worker:
                 for future in done:
                     map_index, map_attempt, dest = pending.pop(future)
                     try:
-                        future.result()
+                        running.fetch_seconds.append(future.result())
                         fetched[map_index] = dest
                     except FetchError as exc:
                         if known.get(map_index, (None, ""))[0] == map_attempt:
@@ -752,11 +803,35 @@ class Worker:
                     attempt=convert.attempt_to_pb(ref),
                     stats=convert.stats_to_pb(outcome.result),
                     log=read_log_tail(child.log_path),
+                    fetch_seconds=running.fetch_seconds,
                 ),
             )
             self._task_finished()
         finally:
             shutil.rmtree(workdir, ignore_errors=True)
+
+
+def worker_key(workdir: str) -> str:
+    """This worker's key: kept in ``workdir`` (mode 0600) so a restart there shows the same.
+
+    A worker whose work directory is temporary gets a new key: its id is free again
+    only once its previous incarnation has expired.
+    """
+    path = os.path.join(workdir, KEY_FILE)
+    try:
+        with open(path, encoding="ascii") as f:
+            key = f.read().strip()
+        if key:
+            return key
+    except FileNotFoundError:
+        pass
+    key = secrets.token_hex(32)
+    temporary = f"{path}.{os.getpid()}"
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as f:
+        f.write(key + "\n")
+    os.replace(temporary, path)
+    return key
 
 
 def _free_bytes(directory: str) -> int:

@@ -25,6 +25,7 @@ from mapreduce.dataflow.records import CorruptRunError, verify_run
 from mapreduce.rpc import convert
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
 from mapreduce.rpc._generated import mapreduce_pb2_grpc as pb_grpc
+from mapreduce.rpc.health import AioHealth
 from mapreduce.rpc.security import Security
 
 MapOutputId = tuple[str, int, int]  # job, map index, map attempt
@@ -201,6 +202,13 @@ class ShuffleServer:
         )
         self._readers = futures.ThreadPoolExecutor(4, thread_name_prefix="shuffle-read")
         self._server: grpc.aio.Server | None = None
+        self._health = AioHealth([pb.DESCRIPTOR.services_by_name["Shuffle"].full_name])
+
+    def set_serving(self, serving: bool) -> None:
+        """The ``grpc.health.v1`` status of this server: SERVING once its worker is ready."""
+        if self._thread.is_alive():
+            change = self._health.set_serving(serving)
+            asyncio.run_coroutine_threadsafe(change, self._loop).result(timeout=10)
 
     def start(self, listen: str) -> int:
         """Serve on ``listen`` (port 0: any); return the port.
@@ -236,6 +244,7 @@ class ShuffleServer:
             ),
             server,
         )
+        await self._health.register(server)
         port = self._security.add_port(server, listen)
         await server.start()
         self._server = server
@@ -245,6 +254,8 @@ class ShuffleServer:
         """Stop serving (streams still running are ended after ``grace`` seconds)."""
         if not self._thread.is_alive():
             return
+        with contextlib.suppress(Exception):
+            self.set_serving(False)
         if self._server is not None:
             stopping = asyncio.run_coroutine_threadsafe(self._server.stop(grace), self._loop)
             with contextlib.suppress(Exception):

@@ -147,7 +147,7 @@ class TaskStats(_message.Message):
     def __init__(self, input_records: _Optional[int] = ..., input_bytes: _Optional[int] = ..., output_records: _Optional[int] = ..., output_bytes: _Optional[int] = ..., spills: _Optional[int] = ..., seconds: _Optional[float] = ..., counters: _Optional[_Mapping[str, int]] = ..., partition_sizes: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class RegisterWorkerRequest(_message.Message):
-    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version", "rejoin", "held", "running")
+    __slots__ = ("worker", "shuffle_address", "slots", "protocol_version", "rejoin", "held", "running", "worker_key")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     SHUFFLE_ADDRESS_FIELD_NUMBER: _ClassVar[int]
     SLOTS_FIELD_NUMBER: _ClassVar[int]
@@ -155,6 +155,7 @@ class RegisterWorkerRequest(_message.Message):
     REJOIN_FIELD_NUMBER: _ClassVar[int]
     HELD_FIELD_NUMBER: _ClassVar[int]
     RUNNING_FIELD_NUMBER: _ClassVar[int]
+    WORKER_KEY_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     shuffle_address: str
     slots: int
@@ -162,7 +163,8 @@ class RegisterWorkerRequest(_message.Message):
     rejoin: bool
     held: _containers.RepeatedCompositeFieldContainer[MapOutputId]
     running: _containers.RepeatedCompositeFieldContainer[AttemptId]
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ..., rejoin: _Optional[bool] = ..., held: _Optional[_Iterable[_Union[MapOutputId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ...) -> None: ...
+    worker_key: str
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., shuffle_address: _Optional[str] = ..., slots: _Optional[int] = ..., protocol_version: _Optional[int] = ..., rejoin: _Optional[bool] = ..., held: _Optional[_Iterable[_Union[MapOutputId, _Mapping]]] = ..., running: _Optional[_Iterable[_Union[AttemptId, _Mapping]]] = ..., worker_key: _Optional[str] = ...) -> None: ...
 
 class RegisterWorkerReply(_message.Message):
     __slots__ = ("heartbeat_interval", "epoch", "forget_jobs")
@@ -259,16 +261,18 @@ class RequestCommitReply(_message.Message):
     def __init__(self, granted: _Optional[bool] = ..., epoch: _Optional[int] = ...) -> None: ...
 
 class ReportReduceDoneRequest(_message.Message):
-    __slots__ = ("worker", "attempt", "stats", "log")
+    __slots__ = ("worker", "attempt", "stats", "log", "fetch_seconds")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
     LOG_FIELD_NUMBER: _ClassVar[int]
+    FETCH_SECONDS_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     attempt: AttemptId
     stats: TaskStats
     log: str
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ...) -> None: ...
+    fetch_seconds: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., stats: _Optional[_Union[TaskStats, _Mapping]] = ..., log: _Optional[str] = ..., fetch_seconds: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class ReportTaskFailedRequest(_message.Message):
     __slots__ = ("worker", "attempt", "reason", "record", "traceback", "log", "infrastructure", "record_label")
@@ -355,7 +359,7 @@ class GetJobStatusRequest(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
-    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total", "map_attempts", "reduce_attempts")
+    __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total", "map_attempts", "reduce_attempts", "failure")
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
     STATE_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
@@ -371,6 +375,7 @@ class JobStatus(_message.Message):
     INPUT_BYTES_TOTAL_FIELD_NUMBER: _ClassVar[int]
     MAP_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
     REDUCE_ATTEMPTS_FIELD_NUMBER: _ClassVar[int]
+    FAILURE_FIELD_NUMBER: _ClassVar[int]
     job_id: str
     state: str
     reason: str
@@ -386,7 +391,24 @@ class JobStatus(_message.Message):
     input_bytes_total: int
     map_attempts: int
     reduce_attempts: int
-    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_seconds: _Optional[float] = ..., input_bytes_done: _Optional[int] = ..., input_bytes_total: _Optional[int] = ..., map_attempts: _Optional[int] = ..., reduce_attempts: _Optional[int] = ...) -> None: ...
+    failure: AttemptFailure
+    def __init__(self, job_id: _Optional[str] = ..., state: _Optional[str] = ..., reason: _Optional[str] = ..., maps_total: _Optional[int] = ..., maps_done: _Optional[int] = ..., reduces_total: _Optional[int] = ..., reduces_done: _Optional[int] = ..., failed_attempts: _Optional[int] = ..., summary_json: _Optional[str] = ..., failures: _Optional[_Iterable[str]] = ..., elapsed_seconds: _Optional[float] = ..., input_bytes_done: _Optional[int] = ..., input_bytes_total: _Optional[int] = ..., map_attempts: _Optional[int] = ..., reduce_attempts: _Optional[int] = ..., failure: _Optional[_Union[AttemptFailure, _Mapping]] = ...) -> None: ...
+
+class AttemptFailure(_message.Message):
+    __slots__ = ("task", "attempt", "worker", "record", "reason", "traceback")
+    TASK_FIELD_NUMBER: _ClassVar[int]
+    ATTEMPT_FIELD_NUMBER: _ClassVar[int]
+    WORKER_FIELD_NUMBER: _ClassVar[int]
+    RECORD_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    TRACEBACK_FIELD_NUMBER: _ClassVar[int]
+    task: str
+    attempt: int
+    worker: str
+    record: str
+    reason: str
+    traceback: str
+    def __init__(self, task: _Optional[str] = ..., attempt: _Optional[int] = ..., worker: _Optional[str] = ..., record: _Optional[str] = ..., reason: _Optional[str] = ..., traceback: _Optional[str] = ...) -> None: ...
 
 class CancelJobRequest(_message.Message):
     __slots__ = ("job_id",)
