@@ -383,3 +383,28 @@ def test_urls_are_normalised_and_checked() -> None:
             JobSpec("job-1", "wc.py", output=bad,
                     splits=(InputSplit("s3://b/in/a.txt", 0, 10),)).validate()  # fmt: skip
     assert "s3cr3t" not in repr(JobSpec("j", "w.py", storage_options={"secret": "s3cr3t"}))
+
+
+def test_the_python_api_takes_storage_options(s3: S3Server, bucket: str, tmp_path: Path) -> None:
+    """``mapreduce.run(..., storage_options={...})`` in this process, which has no AWS
+    variable: the endpoint and the credentials come with the call."""
+    import mapreduce as api
+
+    upload(s3, GUTENBERG, f"s3://{bucket}/in")
+    options = {"endpoint_url": s3.endpoint, "key": ACCESS_KEY, "secret": SECRET_KEY}
+    saved = {k: os.environ.pop(k) for k in list(os.environ) if k.startswith("AWS_")}
+    try:
+        result = api.run(
+            EXAMPLES / "wordcount.py", f"s3://{bucket}/in", f"s3://{bucket}/out",
+            local=True, reducers=2, storage_options=options,
+        )  # fmt: skip
+    finally:
+        os.environ.update(saved)
+    assert result.output == f"s3://{bucket}/out"
+    assert store_parts(s3, f"s3://{bucket}/out") == reference(
+        s3, tmp_path, EXAMPLES / "wordcount.py", GUTENBERG, "-r", "2"
+    )
+    assert SECRET_KEY not in json.dumps(result.summary) + repr(result)
+    records = list(result.records())
+    assert records == list(api.read_output(tmp_path / "local-wordcount"))
+    assert records == list(api.read_output(f"s3://{bucket}/out", options))

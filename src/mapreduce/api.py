@@ -8,16 +8,18 @@ into the same namespace, and both run it with :func:`execute`.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from mapreduce import options as opts
+from mapreduce.dataflow import storage
 from mapreduce.errors import OutputError, UsageError
 from mapreduce.summary import render_summary
 
@@ -28,14 +30,16 @@ class RunResult:
 
     Attributes:
         job_id: the job's id.
-        output: the output directory (absolute).
+        output: the output directory (absolute), or URL.
         summary: the content of ``OUTPUT/_summary.json``: ``counters``, ``system`` (record
             and byte counts), ``phase_seconds``, ``skipped_records``...
+        storage_options: the ``storage_options`` of an output URL (to read it back).
     """
 
     job_id: str
     output: str
     summary: dict[str, Any]
+    storage_options: dict[str, str] = field(default_factory=dict, repr=False)
 
     @property
     def counters(self) -> dict[str, int]:
@@ -45,7 +49,7 @@ class RunResult:
     def records(self) -> Iterator[tuple[Any, Any]]:
         """The output's ``(key, value)`` pairs, in partition and key order (see
         :func:`read_output`)."""
-        return read_output(self.output)
+        return read_output(self.output, self.storage_options)
 
 
 def run(
@@ -143,14 +147,14 @@ def execute(args: argparse.Namespace, *, fork: bool = False) -> RunResult:
         request = client.build_submission(options)
         stub = client.connect(args.master, opts.security_of(args))
         job_id = client.submit(stub, request)
-        return _result(follow(stub, job_id, args.quiet))
+        return _result(follow(stub, job_id, args.quiet), options.storage_options)
     if args.local:
         from mapreduce.local import run_local
 
         summary = run_local(options).to_dict()
         if not args.quiet:
             print(render_summary(summary))
-        return _result(summary)
+        return _result(summary, options.storage_options)
     if any("://" in path for path in (*options.inputs, options.output)):
         # before the workers' modules are imported: their task processes preload s3fs
         os.environ.setdefault("MAPREDUCE_PRELOAD_STORES", "1")
@@ -189,11 +193,12 @@ def execute(args: argparse.Namespace, *, fork: bool = False) -> RunResult:
             print(
                 "  faults injected (--chaos): " + ", ".join(f"{k} {v}" for k, v in counts.items())
             )
-    return _result(summary)
+    return _result(summary, options.storage_options)
 
 
-def _result(summary: dict[str, Any]) -> RunResult:
-    return RunResult(str(summary.get("job_id", "")), str(summary.get("output", "")), summary)
+def _result(summary: dict[str, Any], storage_options: dict[str, str]) -> RunResult:
+    output = str(summary.get("output", ""))
+    return RunResult(str(summary.get("job_id", "")), output, summary, dict(storage_options))
 
 
 def follow(
@@ -222,8 +227,12 @@ def follow(
     return summary
 
 
-def read_output(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
+def read_output(
+    path: str | os.PathLike[str], storage_options: dict[str, str] | None = None
+) -> Iterator[tuple[Any, Any]]:
     """The ``(key, value)`` pairs of a finished output directory, in partition and key order.
+    ``path`` may be a URL (an output on a store: the parts its ``_SUCCESS`` manifest lists;
+    ``storage_options`` as for :func:`run`).
 
     Each ``key<TAB>value`` line is decoded back to Python values: a field that is exactly
     how a number, ``true``/``false``/``null``, an array or an object is written (JSON)
@@ -235,6 +244,8 @@ def read_output(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
         OutputError: ``path`` has no ``_SUCCESS`` (not a finished output).
     """
     directory = os.fspath(path)
+    if storage.is_url(directory):
+        return _store_records(storage.normalize(directory), storage_options or {})
     if not os.path.isfile(os.path.join(directory, "_SUCCESS")):
         raise OutputError(f"{directory} is not a finished job's output (no _SUCCESS)")
     parts = sorted(n for n in os.listdir(directory) if n.startswith("part-"))
@@ -244,6 +255,25 @@ def read_output(path: str | os.PathLike[str]) -> Iterator[tuple[Any, Any]]:
 def _records(paths: list[str]) -> Iterator[tuple[Any, Any]]:
     for part in paths:
         with open(part, encoding="utf-8", newline="\n") as f:
+            for line in f:
+                key, _tab, value = line.removesuffix("\n").partition("\t")
+                yield _decode(key, key=True), _decode(value, key=False)
+
+
+def _store_records(url: str, options: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    fs, root = storage.filesystem(url, options)
+    manifest = storage.store_call(url, lambda: storage.read_manifest(fs, root), OutputError)
+    if manifest is None:
+        raise OutputError(f"{url} is not a finished job's output (no _SUCCESS manifest)")
+    parts = [name for name, _size in storage.list_input(url, options)]
+    return _store_lines(parts, options)
+
+
+def _store_lines(parts: list[str], options: dict[str, str]) -> Iterator[tuple[Any, Any]]:
+    for part in parts:
+        with io.TextIOWrapper(
+            storage.open_input(part, options), encoding="utf-8", newline="\n"
+        ) as f:
             for line in f:
                 key, _tab, value = line.removesuffix("\n").partition("\t")
                 yield _decode(key, key=True), _decode(value, key=False)
