@@ -250,6 +250,34 @@ def test_compressed_inputs_and_a_manifest_that_names_exactly_the_parts(
     assert "part-00000 differs from what its _SUCCESS lists" in changed.stderr
 
 
+def test_jsonl_and_tsv_records_from_the_store_are_the_local_ones(
+    s3: S3Server, bucket: str, tmp_path: Path
+) -> None:
+    """Every record of a ``jsonl`` and a ``tsv`` input read in splits of 100 bytes from the
+    store (ranged reads) is the record read from local disk; keys name the URL."""
+    data = tmp_path / "data"
+    data.mkdir()
+    lines = [json.dumps({"n": i, "text": "é" * (i % 7), "tab": "a\tb"}) for i in range(300)]
+    (data / "records.jsonl").write_text("\n".join(lines) + "\n\n", encoding="utf-8")
+    (data / "pairs.tsv").write_text("".join(f"k{i}\tv{i}\r\n" for i in range(300)))
+    upload(s3, data, f"s3://{bucket}/data")
+    for name, fmt in (("records.jsonl", "jsonl"), ("pairs.tsv", "tsv")):
+        got = f"s3://{bucket}/echo-{fmt}"
+        extra = ("--input-format", fmt, "--split-size", "100", "-r", "2")
+        run = mapreduce(s3, "run", JOBS / "echo_records.py", "-i", f"s3://{bucket}/data/{name}",
+                        "-o", got, "--local", "-q", *extra)  # fmt: skip
+        assert run.returncode == 0, run.stderr
+        want = reference(s3, tmp_path, JOBS / "echo_records.py", data / name, *extra)
+        local_key, url_key = json.dumps(str(data / name)), json.dumps(f"s3://{bucket}/data/{name}")
+        lines_got = b"".join(store_parts(s3, got).values()).decode()
+        lines_want = b"".join(want.values()).decode()
+        assert sorted(lines_got.replace(url_key, local_key).splitlines()) == sorted(
+            lines_want.splitlines()
+        )
+        assert len(lines_want.splitlines()) == 300
+        (tmp_path / "local-echo_records").rename(tmp_path / f"local-{fmt}")
+
+
 def test_a_job_killed_in_its_commit_leaves_no_success_and_the_next_run_cleans_up(
     s3: S3Server, bucket: str, tmp_path: Path
 ) -> None:
