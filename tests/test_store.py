@@ -364,6 +364,12 @@ def test_missing_credentials_bucket_or_permission_are_clear_errors(
     assert "s3://no-such-bucket/out: the bucket does not exist" in run.stderr
     assert not (tmp_path / "o").exists()
 
+    run = mapreduce(s3, "run", job, "-i", f"s3://{bucket}/in", "-o", tmp_path / "o", "--local",
+                    "--storage-option", "bogus=s3cr3t")  # fmt: skip
+    assert run.returncode == 2
+    assert f"s3://{bucket}/in: --storage-option bogus is not an option of s3://" in run.stderr
+    assert "s3cr3t" not in run.stderr
+
     with s3_server(auth=True) as strict:  # knows no access key: denies every request
         run = mapreduce(strict, "run", job, "-i", GUTENBERG, "-o", "s3://b/out", "--local")
     assert run.returncode == 2

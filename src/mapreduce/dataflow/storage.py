@@ -237,6 +237,9 @@ def describe(exc: BaseException, url: str) -> str:
         return f"{url}: access denied ({text})"
     if isinstance(exc, FileNotFoundError):
         return f"{url}: not found"
+    if isinstance(exc, TypeError) and "unexpected keyword argument" in text:
+        name = text.rsplit("argument", 1)[1].strip(" '\"")
+        return f"{url}: --storage-option {name} is not an option of {url.split('://')[0]}://"
     return f"{url}: {name}: {text}"
 
 
