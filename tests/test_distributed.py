@@ -5,6 +5,7 @@ Every successful run is compared byte for byte with ``mapreduce run --local``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 import signal
@@ -99,7 +100,11 @@ def test_workers_sigkilled_at_random_still_give_identical_output(
     rng = random.Random(20261124)
     out = tmp_path / "out"
     job = EXAMPLES / "wordcount.py"
-    with EmbeddedCluster(0, FAST) as cluster:
+    # Up to 6 kills of 3 workers may each take the same map's new output with them (seen
+    # under load: one map's output lost 5 times, past the default bound of 4): the bound on
+    # lost outputs is not what this test is about.
+    config = dataclasses.replace(FAST, max_lost_outputs=10)
+    with EmbeddedCluster(0, config) as cluster:
         workers = [cluster.start_worker(i) for i in range(3)]
         stub = cluster.connect()
         request = client.build_submission(
