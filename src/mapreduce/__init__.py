@@ -7,11 +7,13 @@ use the functions re-exported here:
 * :func:`params`: the ``--param NAME=VALUE`` values, as a dict of strings;
 * :func:`task_context`: which job, task, attempt and worker is running;
 * :func:`increment_counter`: user counters, summed over the job;
-* :class:`RangePartitioner`: ``partition = RangePartitioner()`` for a total order.
+* :class:`RangePartitioner`: ``partition = RangePartitioner()`` for a total order;
+* :func:`identity_reduce`: ``reduce = identity_reduce`` passes every value through.
 """
 
 from mapreduce.context import TaskContext, increment_counter, params, task_context
 from mapreduce.dataflow.partition import RangePartitioner
+from mapreduce.dataflow.sort import identity_reduce
 
 __version__ = "0.1.0"
 
@@ -19,6 +21,7 @@ __all__ = [
     "RangePartitioner",
     "TaskContext",
     "__version__",
+    "identity_reduce",
     "increment_counter",
     "params",
     "task_context",
