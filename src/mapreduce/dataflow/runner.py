@@ -455,10 +455,9 @@ def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> None:
     key (checked in C when all are tuples of 2 with ``str`` keys)."""
     if len(pairs) <= start:
         return
-    if (
-        set(map(type, itertools.islice(pairs, start, None))) != {tuple}
-        or set(map(len, itertools.islice(pairs, start, None))) != {2}
-    ):
+    if set(map(type, itertools.islice(pairs, start, None))) != {tuple} or set(
+        map(len, itertools.islice(pairs, start, None))
+    ) != {2}:
         pairs[start:] = [(k, v) for k, v in itertools.islice(pairs, start, None)]
     if set(map(type, map(_first, itertools.islice(pairs, start, None)))) != {str}:
         set(map(_first, itertools.islice(pairs, start, None)))  # TypeError if unhashable
