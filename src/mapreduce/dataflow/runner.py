@@ -453,14 +453,14 @@ def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> None:
     """Make ``pairs[start:]`` 2-tuples, as ``for k, v in ...`` unpacks them, raising as
     it would on an item that is not a pair, or as a dictionary would on an unhashable
     key (checked in C when all are tuples of 2 with ``str`` keys)."""
-    if len(pairs) <= start:
+    new = pairs[start:]
+    if not new:
         return
-    if set(map(type, itertools.islice(pairs, start, None))) != {tuple} or set(
-        map(len, itertools.islice(pairs, start, None))
-    ) != {2}:
-        pairs[start:] = [(k, v) for k, v in itertools.islice(pairs, start, None)]
-    if set(map(type, map(_first, itertools.islice(pairs, start, None)))) != {str}:
-        set(map(_first, itertools.islice(pairs, start, None)))  # TypeError if unhashable
+    if set(map(type, new)) != {tuple} or set(map(len, new)) != {2}:
+        new = [(k, v) for k, v in new]
+        pairs[start:] = new
+    if set(map(type, map(_first, new))) != {str}:
+        set(map(_first, new))  # TypeError if unhashable
 
 
 def _emitted(
