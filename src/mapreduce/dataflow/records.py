@@ -162,9 +162,18 @@ def _bytes_items(column: bytes, count: int) -> list[bytes]:
     return items
 
 
+def _decoded(data: bytes) -> str:
+    """UTF-8 as :mod:`~mapreduce.dataflow.keys` writes it (lone surrogates kept); the
+    strict decoder first: it is the faster."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("utf-8", "surrogatepass")
+
+
 def _str_items(column: bytes, count: int) -> list[str]:
     if column[:1] == _JOINED:
-        items = column[1:].decode("utf-8", "surrogatepass").split("\x00")
+        items = _decoded(column[1:]).split("\x00")
         if len(items) != count:
             raise ValueError("wrong number of items in a column")
         return items
@@ -222,15 +231,28 @@ def _encode(
     )
 
 
+def _keys_column(key_bytes: list[bytes]) -> tuple[bytes, list[bytes]]:
+    """The key kind and column of these key bytes: kind ``s`` when every key is a
+    ``str`` key (stored without its tag)."""
+    joined = _NUL.join(key_bytes)
+    separators = len(key_bytes) - 1
+    if joined.count(_NUL) == separators:  # every NUL a separator
+        if joined[:1] == STR_TAG and joined.count(_NUL + STR_TAG) == separators:
+            return KEYS_STR, [_JOINED, joined.replace(_NUL + STR_TAG, _NUL)[1:]]
+        return KEYS_BYTES, [_JOINED, joined]
+    if all(map(bytes.startswith, key_bytes, repeat(STR_TAG))):
+        return KEYS_STR, _bytes_column(list(map(_after_tag, key_bytes)))
+    return KEYS_BYTES, _bytes_column(key_bytes)
+
+
 def encode_groups(groups: list[Group]) -> bytes:
     """The payload of a block of groups (key bytes and their values)."""
     key_bytes = list(map(_first, groups))
     lists = list(map(_second, groups))
     values = list(chain.from_iterable(lists))
     counts = None if len(values) == len(lists) and all(lists) else list(map(len, lists))
-    if all(map(bytes.startswith, key_bytes, repeat(STR_TAG))):
-        return _encode(KEYS_STR, _bytes_column(list(map(_after_tag, key_bytes))), counts, values)
-    return _encode(KEYS_BYTES, _bytes_column(key_bytes), counts, values)
+    key_kind, key_column = _keys_column(key_bytes)
+    return _encode(key_kind, key_column, counts, values)
 
 
 def encode_str_pairs(keys: list[str], values: list[Any]) -> bytes:
@@ -284,8 +306,15 @@ class Block:
         return _bytes_items(self._keys, self.groups)
 
     def key_bytes(self) -> list[bytes]:
-        raw = self.raw_keys()
-        return list(map(_add_tag, raw)) if self.key_kind == KEYS_STR else raw
+        if self.key_kind != KEYS_STR:
+            return self.raw_keys()
+        column = self._keys
+        if column[:1] == _JOINED:  # the tag after every separator, then one split
+            items = (STR_TAG + column[1:].replace(_NUL, _NUL + STR_TAG)).split(_NUL)
+            if len(items) != self.groups:
+                raise ValueError("wrong number of items in a column")
+            return items
+        return list(map(_add_tag, self.raw_keys()))
 
     def counts(self) -> list[int] | None:
         """Values per group; None when every group has one."""

@@ -107,8 +107,7 @@ def sort_str_pairs(
         per partition, its keys and values; None when some key is not a ``str``
         (the caller groups such pairs in a dictionary).
     """
-    keys: list[Any] = list(map(_first, pairs))
-    if set(map(type, keys)) - {str}:
+    if set(map(type, map(_first, pairs))) - {str}:
         return None
     pairs.sort(key=_first)
     keys = list(map(_first, pairs))
