@@ -356,3 +356,33 @@ def test_a_value_that_cannot_be_written_fails_the_same_way(tmp_path: Path) -> No
             JobSpec("job-x", "identity.py"), str(job), 0, [str(path)], str(tmp_path / "o")
         )
     assert failure.value.record_id == b"Ab"
+
+
+def test_a_pass_through_reduce_that_meets_other_keys_midway_starts_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocks of str keys come first in a run (str < tuple): the pass-through writes some
+    before it meets a tuple key, then the usual loop writes the whole output again."""
+    job = tmp_path / "late.py"
+    job.write_text(
+        textwrap.dedent(
+            """
+            def map(key, line):
+                n = int(line)
+                yield "k%05d" % (n % 9000), line
+                if n % 1000 == 0:
+                    yield (n, "late"), line
+
+            def reduce(key, values):
+                yield from values
+            """
+        ),
+        encoding="utf-8",
+    )
+    binary = _run(tmp_path, job, "binary", reducers=1)
+    lines = b"".join(binary).split(b"\n")
+    assert len(lines) == FILES * LINES + FILES * LINES // 1000 + 1
+    assert lines[-2].startswith(b'[59000, "late"]\t')
+    with monkeypatch.context() as patched:
+        _pickle_path(patched)
+        assert _run(tmp_path, job, "pickled", reducers=1) == binary
