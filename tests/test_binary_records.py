@@ -358,11 +358,13 @@ def test_a_value_that_cannot_be_written_fails_the_same_way(tmp_path: Path) -> No
     assert failure.value.record_id == b"Ab"
 
 
+@pytest.mark.parametrize("memory_mb", [256, 1])
 def test_a_pass_through_reduce_that_meets_other_keys_midway_starts_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_mb: int
 ) -> None:
     """Blocks of str keys come first in a run (str < tuple): the pass-through writes some
-    before it meets a tuple key, then the usual loop writes the whole output again."""
+    before it meets a tuple key, then the usual loop writes the whole output again (and
+    so does the merge of a map task's spills)."""
     job = tmp_path / "late.py"
     job.write_text(
         textwrap.dedent(
@@ -379,7 +381,7 @@ def test_a_pass_through_reduce_that_meets_other_keys_midway_starts_again(
         ),
         encoding="utf-8",
     )
-    binary = _run(tmp_path, job, "binary", reducers=1)
+    binary = _run(tmp_path, job, "binary", reducers=1, memory_mb=memory_mb)
     lines = b"".join(binary).split(b"\n")
     assert len(lines) == FILES * LINES + FILES * LINES // 1000 + 1
     assert lines[-2].startswith(b'[59000, "late"]\t')

@@ -450,6 +450,56 @@ def write_str_run(path: str, keys: list[str], values: list[Any]) -> tuple[int, i
     return written, len(keys)
 
 
+def write_plain_run(
+    path: str, rounds: Iterable[tuple[list[bytes], list[bytes]]]
+) -> tuple[int, int]:
+    """Write sorted pairs of ``str`` keys and ``str`` values, given as their UTF-8, to a new
+    run file, without decoding them; return ``(bytes, records)``.
+
+    ``rounds`` yields keys (one per value, in order) and values; a key is in one round.
+    Equal keys become one group, as :func:`write_run` would have them.
+    """
+    written = len(MAGIC)
+    records = 0
+    with open(path, "wb") as f:
+        f.write(MAGIC)
+        for keys, values in rounds:
+            start, size = 0, len(keys)
+            records += size
+            while start < size:
+                end = min(size, start + _BLOCK_RECORDS)
+                if end < size and keys[end] == keys[end - 1]:  # a key stays in one block
+                    end = bisect.bisect_right(keys, keys[end - 1], end)
+                written += _write_block(f, _encode_plain(keys[start:end], values[start:end]))
+                start = end
+    return written, records
+
+
+def _encode_plain(keys: list[bytes], values: list[bytes]) -> bytes:
+    counts: list[int] | None = None
+    if any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+        counts = [sum(1 for _ in same) for _key, same in itertools.groupby(keys)]
+        keys = [key for key, _same in itertools.groupby(keys)]
+    groups = len(keys)
+    head = _BLOCK_HEAD.pack(
+        groups,
+        len(values),
+        KEYS_STR + (COUNTS_ONE if counts is None else COUNTS_ARRAY) + VALUES_STR + b"\x00",
+    )
+    key_parts = _bytes_column(keys)
+    count_parts = [] if counts is None else [_u32s_bytes(counts)]
+    return b"".join(
+        [
+            head,
+            _U32.pack(sum(map(len, key_parts))),
+            *key_parts,
+            _U32.pack(sum(map(len, count_parts))),
+            *count_parts,
+            *_bytes_column(values),
+        ]
+    )
+
+
 def _payloads(path: str) -> Iterator[bytes]:
     """Every block payload of a run file, its framing and checksum checked."""
     with open(path, "rb", buffering=1 << 20) as f:

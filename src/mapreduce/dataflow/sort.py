@@ -16,6 +16,7 @@ emission order, never on timing.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import heapq
 import itertools
 import os
@@ -31,7 +32,9 @@ from mapreduce.dataflow.records import (
     VALUES_STR,
     Block,
     Group,
+    read_blocks,
     read_run,
+    write_plain_run,
     write_run,
 )
 
@@ -193,20 +196,21 @@ def _plain_block(block: Block) -> tuple[list[bytes], list[bytes]]:
     return keys, block.raw_values()
 
 
-def passthrough_lines(runs: Sequence[Iterable[Block]]) -> Iterator[tuple[bytes, int]]:
-    """For a reduce that yields every value as it is: the output, ``key<TAB>value`` lines
-    in key order, as UTF-8 text, a piece at a time (with its number of lines).
+def merged_plain_records(
+    runs: Sequence[Iterable[Block]],
+) -> Iterator[tuple[list[bytes], list[bytes]]]:
+    """Merge runs of ``str`` keys and ``str`` values a round at a time, without a Python
+    comparison per record: the keys (UTF-8, one per value) and values (UTF-8) of each
+    round, in key order.
 
-    The runs are merged a round at a time, without a Python comparison per record:
-    every run's current block reaches at least the smallest of their last keys (the
-    bound); the records up to the bound of every run are concatenated in run order
-    and sorted by the C sort, stably (so the values of a key keep run order, then
-    their order within the run: a key is in one block of a run); the bound's run
-    then moves to its next block.
+    Every run's current block reaches at least the smallest of their last keys (the
+    bound); the records up to the bound of every run are concatenated in run order and
+    sorted by the C sort, stably (so the values of a key keep run order, then their
+    order within the run: a key is in one block of a run); the bound's run then moves
+    to its next block.  A key is never in two rounds.
 
     Raises:
-        NotPassthrough: a block's keys or values are not all ``str``, or the text is
-            not valid UTF-8 (lone surrogates): the caller reduces the usual way.
+        NotPassthrough: a block's keys or values are not all ``str``.
     """
     blocks = [iter(run) for run in runs]
     keys_of: list[list[bytes]] = [[] for _ in blocks]
@@ -240,9 +244,25 @@ def passthrough_lines(runs: Sequence[Iterable[Block]]) -> Iterator[tuple[bytes, 
             order = sorted(range(len(out_keys)), key=out_keys.__getitem__)
             out_keys = list(map(out_keys.__getitem__, order))
             out_values = list(map(out_values.__getitem__, order))
-        count = len(out_keys)
+        yield out_keys, out_values
+        active = [
+            index for index in active if positions[index] < len(keys_of[index]) or load(index)
+        ]
+
+
+def passthrough_lines(runs: Sequence[Iterable[Block]]) -> Iterator[tuple[bytes, int]]:
+    """For a reduce that yields every value as it is: the output, ``key<TAB>value`` lines
+    in key order, as UTF-8 text, a piece at a time (with its number of lines), from
+    :func:`merged_plain_records`.
+
+    Raises:
+        NotPassthrough: a block's keys or values are not all ``str``, or the text is
+            not valid UTF-8 (lone surrogates): the caller reduces the usual way.
+    """
+    for keys, values in merged_plain_records(runs):
+        count = len(keys)
         tabs, newlines = itertools.repeat(b"\t", count), itertools.repeat(b"\n", count)
-        lines = zip(out_keys, tabs, out_values, newlines, strict=True)
+        lines = zip(keys, tabs, values, newlines, strict=True)
         text = b"".join(itertools.chain.from_iterable(lines))
         if not text.isascii():
             try:
@@ -250,9 +270,6 @@ def passthrough_lines(runs: Sequence[Iterable[Block]]) -> Iterator[tuple[bytes, 
             except UnicodeDecodeError as exc:
                 raise NotPassthrough from exc
         yield text, count
-        active = [
-            index for index in active if positions[index] < len(keys_of[index]) or load(index)
-        ]
 
 
 def merge_groups(
@@ -323,7 +340,13 @@ def merge_run_files(
     Returns:
         ``(bytes, records)`` of the merged run.
     """
-    result = write_run(out_path, merge_groups([read_run(p) for p in paths], combine_fn))
+    result: tuple[int, int] | None = None
+    if combine_fn is None:  # runs of str keys and values: merged a block at a time
+        with contextlib.suppress(NotPassthrough):  # else merged the usual way
+            runs = merged_plain_records([read_blocks(p) for p in paths])
+            result = write_plain_run(out_path, runs)
+    if result is None:
+        result = write_run(out_path, merge_groups([read_run(p) for p in paths], combine_fn))
     for path in paths:
         os.remove(path)
     return result
