@@ -8,6 +8,14 @@ reduce task merges the runs of every map task the same way, lazily, holding
 one block per run in memory, or, when they fit its memory budget together,
 groups them in a table (:func:`grouped_values_in_memory`).
 
+Where keys and values are strings the work is done a block at a time in C: a
+map task with no combiner keeps its pairs in a list and sorts them with
+Python's C sort on their ``str`` keys (:func:`sort_str_pairs`); runs of ``str``
+keys and ``str`` values are merged a round of blocks at a time by the same sort
+(:func:`merged_plain_records`), for a map task's spills and for a reduce that
+passes its values through (:func:`passes_values_through`,
+:func:`passthrough_lines`).
+
 Merges are stable: for equal keys, values of an earlier run come first, so
 the order of values a reducer sees depends only on map task numbers and
 emission order, never on timing.
