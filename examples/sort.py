@@ -10,7 +10,10 @@ the line (a line shorter than that is all key).  ``partition =
 mapreduce.RangePartitioner()`` samples the keys before the map phase and gives
 each reduce task one range of keys, every key of ``part-i`` sorting before
 every key of ``part-(i+1)``.  ``reduce`` is the identity: it yields each rest
-of its key, in input order (map tasks in input order, then line order).
+of its key, in input order (map tasks in input order, then line order).  A
+reduce whose body is only ``yield from values`` (or ``reduce =
+mapreduce.identity_reduce``) is recognised: its tasks write the merged runs
+without calling it for each key.
 
     python ../shared/bench/gen_records.py /tmp/records --records 1000000 --files 4
     mapreduce run examples/sort.py --input /tmp/records --output /tmp/sorted \\

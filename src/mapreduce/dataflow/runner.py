@@ -30,20 +30,32 @@ import traceback
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, BinaryIO, ParamSpec, TypeVar, cast
 
 from mapreduce import context
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import MAX_COUNTER_NAME, MAX_COUNTERS
 from mapreduce.dataflow.formats import read_batches
 from mapreduce.dataflow.keys import STR_TAG, decode_key
-from mapreduce.dataflow.partition import make_partitioner
-from mapreduce.dataflow.records import CorruptRunError, Group, read_run, write_run
+from mapreduce.dataflow.partition import HashPartitioner, RangeCuts, make_partitioner
+from mapreduce.dataflow.records import (
+    CorruptRunError,
+    Group,
+    read_blocks,
+    read_run,
+    write_run,
+    write_str_run,
+)
 from mapreduce.dataflow.sort import (
+    NotPassthrough,
+    StrPairs,
     grouped_values,
     grouped_values_in_memory,
     merge_run_files,
     partition_and_sort,
+    passes_values_through,
+    passthrough_lines,
+    sort_str_pairs,
 )
 from mapreduce.errors import BadRecordError
 from mapreduce.jobfile import Job, load_job
@@ -51,6 +63,8 @@ from mapreduce.jobfile import Job, load_job
 #: Rough per-entry overheads (bytes) of the map buffer's dict slot and list.
 _KEY_OVERHEAD = 120
 _VALUE_OVERHEAD = 8
+#: The same for a pair in a list of pairs: the tuple and the list's pointer.
+_PAIR_OVERHEAD = 72
 #: How many buffer entries the size estimate samples.
 _SAMPLE = 16
 #: Bounds, in records, of the interval between two checks of the map buffer's size.
@@ -299,6 +313,11 @@ class _MapBuffer:
             list(spec.boundaries) if spec.boundaries is not None else None,
         )
         self.combine_fn = job.combine_fn if spec.use_combiner else None
+        #: With no combiner and the default or a range partitioner, ``map`` output is
+        #: kept as a list of pairs (sorted when written), not a dictionary of lists.
+        self.flat = self.combine_fn is None and isinstance(
+            self.partitioner, HashPartitioner | RangeCuts
+        )
         self.spill_files: list[list[str]] = []
         self._records_at_check = 0
         self._size_after_check = 0
@@ -316,7 +335,16 @@ class _MapBuffer:
             len(buffer) * (key_size + _KEY_OVERHEAD) + values * (value_size + _VALUE_OVERHEAD)
         )
 
-    def check(self, buffer: dict[Any, list[Any]], records: int) -> tuple[bool, int]:
+    def estimate_pairs(self, pairs: list[tuple[Any, Any]]) -> int:
+        """Approximate bytes held by a list of pairs: sizes from a sample of its end."""
+        if not pairs:
+            return 0
+        sample = pairs[-_SAMPLE:]
+        getsizeof = sys.getsizeof
+        pair_size = sum(getsizeof(k) + getsizeof(v) for k, v in sample) / len(sample)
+        return int(len(pairs) * (pair_size + _PAIR_OVERHEAD))
+
+    def check(self, buffer: MapOutput, records: int) -> tuple[bool, int]:
         """Combine or spill ``buffer`` if it outgrew the budget.
 
         Returns:
@@ -327,11 +355,11 @@ class _MapBuffer:
         if gc.get_count()[0] > _YOUNG_OBJECTS:  # collect cycles made since (_collector_paused)
             gc.collect(0)
         limit = self.spec.memory_bytes
-        size = self.estimate(buffer)
+        size = self.estimate_pairs(buffer) if isinstance(buffer, list) else self.estimate(buffer)
         growth = (size - self._size_after_check) / max(1, records - self._records_at_check)
         spilled = False
         if size > limit:
-            if self.combine_fn is not None:
+            if self.combine_fn is not None and isinstance(buffer, dict):
                 self.combine_in_place(buffer)
                 size = self.estimate(buffer)
             if size > limit // 2:
@@ -342,11 +370,22 @@ class _MapBuffer:
         interval = int((limit - size) / 4 / max(growth, 1.0))
         return spilled, records + min(max(interval, _MIN_CHECK), _MAX_CHECK)
 
-    def sorted_parts(self, buffer: dict[Any, list[Any]]) -> list[list[Group]]:
+    def sorted_parts(self, buffer: MapOutput) -> list[list[Group] | StrPairs]:
+        """The buffer's R partitions, sorted: groups, or pairs sorted by ``str`` keys."""
         try:
-            return partition_and_sort(
-                buffer, self.partitioner, self.spec.num_reducers, self.combine_fn
-            )
+            if isinstance(buffer, list):
+                parts = sort_str_pairs(buffer, self.partitioner, self.spec.num_reducers)
+                if parts is not None:
+                    return [*parts]
+                grouped: defaultdict[Any, list[Any]] = defaultdict(list)
+                for k, v in buffer:
+                    grouped[k].append(v)
+                buffer = grouped
+            return [
+                *partition_and_sort(
+                    buffer, self.partitioner, self.spec.num_reducers, self.combine_fn
+                )
+            ]
         except Exception as exc:
             raise TaskError(_describe(exc), _user_traceback(exc)) from exc
 
@@ -360,16 +399,16 @@ class _MapBuffer:
         except Exception as exc:
             raise TaskError(_describe(exc), _user_traceback(exc)) from exc
 
-    def spill(self, buffer: dict[Any, list[Any]]) -> None:
+    def spill(self, buffer: MapOutput) -> None:
         number = len(self.spill_files)
         paths = []
         for part, groups in enumerate(self.sorted_parts(buffer)):
             path = os.path.join(self.workdir, f"spill-{number:04d}-part-{part:05d}.run")
-            write_run(path, groups)
+            _write_part(path, groups)
             paths.append(path)
         self.spill_files.append(paths)
 
-    def finish(self, buffer: dict[Any, list[Any]]) -> tuple[list[str], list[int], int]:
+    def finish(self, buffer: MapOutput) -> tuple[list[str], list[int], int]:
         """Write the final run of every partition; return paths, sizes and records."""
         paths, sizes, records = [], [], 0
         if self.spill_files:
@@ -388,14 +427,40 @@ class _MapBuffer:
             return paths, sizes, records
         for part, groups in enumerate(self.sorted_parts(buffer)):
             path = os.path.join(self.workdir, f"part-{part:05d}.run")
-            size, count = write_run(path, groups)
+            size, count = _write_part(path, groups)
             paths.append(path)
             sizes.append(size)
             records += count
         return paths, sizes, records
 
 
+def _write_part(path: str, part: list[Group] | StrPairs) -> tuple[int, int]:
+    """Write one sorted partition as a run file; return its bytes and records."""
+    if isinstance(part, tuple):
+        return write_str_run(path, *part)
+    return write_run(path, part)
+
+
+#: A map task's buffer: a dictionary of each key's values, or a list of pairs
+#: (:attr:`_MapBuffer.flat`).
+MapOutput = dict[Any, list[Any]] | list[tuple[Any, Any]]
+
 _not_none = functools.partial(operator.is_not, None)
+_first = operator.itemgetter(0)
+
+
+def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> None:
+    """Make ``pairs[start:]`` 2-tuples, as ``for k, v in ...`` unpacks them, raising as
+    it would on an item that is not a pair, or as a dictionary would on an unhashable
+    key (checked in C when all are tuples of 2 with ``str`` keys)."""
+    new = pairs[start:]
+    if not new:
+        return
+    if set(map(type, new)) != {tuple} or set(map(len, new)) != {2}:
+        new = [(k, v) for k, v in new]
+        pairs[start:] = new
+    if set(map(type, map(_first, new))) != {str}:
+        set(map(_first, new))  # TypeError if unhashable
 
 
 def _emitted(
@@ -501,6 +566,7 @@ def run_map_task(
         spec.job_id, task_id, "map", index, attempt, worker, spec.num_reducers
     )
     buffers = _MapBuffer(job, spec, workdir)
+    buffer: MapOutput
     with context.activated(task, spec.params, counters), _collector_paused():
         _setup(job)
         try:
@@ -546,11 +612,13 @@ def _map_records(
     skip: frozenset[int],
     buffers: _MapBuffer,
     progress: Callable[[], None] | None,
-) -> tuple[int, defaultdict[Any, list[Any]]]:
+) -> tuple[int, MapOutput]:
     """Call ``map`` on every record of ``split`` (but those in ``skip``), a chunk of records
     at a time; buffer the pairs.  Returns the records read and the buffer."""
     generator = inspect.isgeneratorfunction(map_fn)
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
+    pairs: list[tuple[Any, Any]] = []  # instead of buffer, when buffers.flat
+    flat = buffers.flat
     records = 0
     next_check = _MIN_CHECK
     pacer = _Pacer(_CHUNK)
@@ -563,8 +631,13 @@ def _map_records(
             stop = min(size, start + max(1, min(chunk, next_check - records)))
             chunk_keys, chunk_values = keys[start:stop], values[start:stop]
             try:
-                for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
-                    buffer[k].append(v)
+                if flat:
+                    mark = len(pairs)
+                    pairs.extend(_emitted(map_fn, chunk_keys, chunk_values, generator))
+                    _check_pairs(pairs, mark)
+                else:
+                    for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
+                        buffer[k].append(v)
             except (TaskError, KeyboardInterrupt, OSError):
                 raise
             except Exception as exc:
@@ -577,10 +650,11 @@ def _map_records(
                 progress()
             chunk = pacer.reported()
             if records >= next_check:
-                spilled, next_check = buffers.check(buffer, records)
+                spilled, next_check = buffers.check(pairs if flat else buffer, records)
                 if spilled:
                     buffer = defaultdict(list)
-    return records, buffer
+                    pairs = []
+    return records, (pairs if flat else buffer)
 
 
 #: The record id that stands for a whole split in a ``map_split`` job: user code that
@@ -653,6 +727,31 @@ class _Counted:
             yield key_bytes, values
 
 
+def _write_passthrough(
+    runs: list[str], out: BinaryIO, progress: Callable[[], None] | None
+) -> tuple[bool, int]:
+    """Write the output of a reduce that yields every value as it is (see
+    :func:`~mapreduce.dataflow.sort.passes_values_through`), without a Python call per
+    record: the merged runs' keys and values, when they are all ``str``, are the lines.
+
+    Returns:
+        whether it did (else nothing is written: some key or value is not a ``str``,
+        or not valid UTF-8, and the caller reduces the usual way), and the lines written.
+    """
+    lines = 0
+    try:
+        for text, count in passthrough_lines([read_blocks(path) for path in runs]):
+            out.write(text)
+            lines += count
+            if progress is not None:
+                progress()
+    except NotPassthrough:
+        out.seek(0)
+        out.truncate(0)
+        return False, 0
+    return True, lines
+
+
 @_infrastructure_classified
 def run_reduce_task(
     spec: JobSpec,
@@ -698,9 +797,16 @@ def run_reduce_task(
         _setup(job)
         key_bytes = b""
         try:
+            passed = False
+            groups: Iterator[tuple[bytes, Iterator[Any]]]
+            if runs and not skip and passes_values_through(reduce_fn):
+                passed, lines = _write_passthrough(runs, cast(BinaryIO, out.buffer), progress)
+                counted.values = lines
+            if passed:
+                groups = iter(())
             # Runs that fit the memory budget together (unpickled objects take several
             # times their serialised size) are grouped in a table, others merged.
-            if input_bytes * _IN_MEMORY_FACTOR <= spec.memory_bytes:
+            elif input_bytes * _IN_MEMORY_FACTOR <= spec.memory_bytes:
                 counted.values, groups = grouped_values_in_memory([read_run(p) for p in runs])
             else:
                 groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
