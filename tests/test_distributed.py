@@ -429,7 +429,8 @@ def _living_in_group(pgid: int, wait: float) -> list[int]:
         time.sleep(0.1)
 
 
-def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+def _run_straggler(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
+    """``mapreduce run`` of a straggling job on 2 forked workers; returns it and their pids."""
     inp = tmp_path / "in"
     inp.mkdir()
     (inp / "slow.txt").write_text("a\n")
@@ -465,6 +466,24 @@ def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
             ).stdout.split()
         ]
     assert len(children) >= 2
+    return run, children
+
+
+def test_a_killed_run_leaves_no_worker(tmp_path: Path) -> None:
+    """SIGKILL of ``mapreduce run`` (no chance to stop anything): its forked workers die
+    with it (they asked the kernel for SIGKILL when their parent dies)."""
+    run, children = _run_straggler(tmp_path)
+    run.kill()
+    run.wait(timeout=30)
+    assert run.stderr is not None
+    run.stderr.close()  # still held by the straggling task (a grandchild), so not read
+    gone = lambda: all(process_state(pid) in ("", "Z") for pid in children)  # noqa: E731
+    wait_for(gone, "the workers to die with their run", timeout=30)
+    assert not (tmp_path / "out").exists()
+
+
+def test_ctrl_c_stops_every_process(tmp_path: Path) -> None:
+    run, children = _run_straggler(tmp_path)
     # a task runs (the straggler's map) in a child of a worker's fork server
     tasks = lambda: [t for w in children for s in process_children(w) for t in process_children(s)]  # noqa: E731
     wait_for(tasks, "a task process of a worker", timeout=60)

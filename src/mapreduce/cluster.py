@@ -215,11 +215,13 @@ class EmbeddedCluster:
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # the worker
             code = 1
             try:
                 os.setsid()  # Ctrl-C reaches the run process, which stops the workers
+                _die_with_parent(parent)
                 for fd in (write_end, *other_pipes):
                     os.close(fd)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -267,6 +269,10 @@ class EmbeddedCluster:
             if process.returncode is None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(process.pid, signal.SIGKILL)
+                # and the process itself: a worker forked a moment ago may not have made
+                # its process group yet (killpg found none), and would live on
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.kill(process.pid, signal.SIGKILL)
         if self.driver is not None:
             self.driver.stop()
         if self.server is not None:
@@ -292,3 +298,19 @@ def _single_threaded() -> bool:
         return len(os.listdir("/proc/self/task")) == 1
     except OSError:  # not Linux: cannot tell, so do not fork
         return False
+
+
+def _die_with_parent(parent: int) -> None:
+    """Linux: this forked worker gets SIGKILL when the ``run`` process that forked it
+    (``parent``) dies, however it dies, so no worker outlives its embedded cluster (the
+    thread that forked it must live as long as the cluster: the main thread, in ``run``)."""
+    if not sys.platform.startswith("linux"):
+        return
+    import ctypes
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl: too late to be told
+        os._exit(1)
