@@ -767,7 +767,9 @@ def _certs(args: argparse.Namespace) -> int:
 def _worker(args: argparse.Namespace) -> int:
     from mapreduce.worker.executor import start_fork_server
 
-    start_fork_server()  # it starts up while this process imports gRPC
+    # Forked now, with the task runners imported and no thread, gRPC object or logging
+    # configuration yet: the task processes are forked from it.
+    start_fork_server()
     from mapreduce.worker.agent import Worker, WorkerConfig
 
     logging.basicConfig(
