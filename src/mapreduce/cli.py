@@ -481,7 +481,8 @@ def _follow(
 ) -> dict[str, Any]:
     """Follow a job with a progress display on stderr; print the summary on stdout.
 
-    ``every`` is the polling interval (short for an embedded master on loopback).
+    ``every`` is the polling interval (the end of the job is seen at once: see
+    :func:`client.wait_for`).
     """
     from mapreduce import client, progress
 
@@ -551,7 +552,7 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        _follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
+        _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
         if chaos.active and not args.quiet:
             counts = cluster.chaos_counts()
             print(

@@ -109,13 +109,17 @@ def wait_for(
 
     Args:
         on_status: called with every status polled (a progress display).
-        every: seconds between polls.
+        every: seconds between polls (the master holds each one until the job ends, for
+            up to this long: the end is seen at once).
         workers_alive: for an embedded cluster: ends the wait when every worker died.
     """
     while True:
         if workers_alive is not None and not workers_alive():
             raise JobFailedError(f"job {job_id} failed: every worker process exited")
-        status: pb.JobStatus = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
+        started = time.monotonic()
+        # The master holds the call until the job ends, for up to ``every`` seconds.
+        request = pb.GetJobStatusRequest(job_id=job_id, wait=every)
+        status: pb.JobStatus = call(stub.GetJobStatus, request)
         if on_status is not None:
             on_status(status)
         if status.state == "succeeded" and status.summary_json:
@@ -123,4 +127,5 @@ def wait_for(
             return summary
         if status.state in ("failed", "cancelled"):
             raise JobFailedError(f"job {job_id} {status.state}: {status.reason}")
-        time.sleep(every)
+        # A master that held the call for ``every`` needs no pause (an older one did not).
+        time.sleep(max(0.0, every - (time.monotonic() - started)))

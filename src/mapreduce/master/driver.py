@@ -43,6 +43,10 @@ log = logging.getLogger("mapreduce.master")
 
 #: A snapshot is written after this many journal records at least (more for big jobs).
 SNAPSHOT_EVERY = 20_000
+#: The most calls held at once by :meth:`MasterDriver.hold_until` (long polls for map
+#: outputs and for a job's end); past it they are answered at once and their callers poll,
+#: so they never take more than this many of the server's threads.
+MAX_HELD_CALLS = 32
 
 
 def wall_clock() -> Callable[[], float]:
@@ -116,6 +120,7 @@ class MasterDriver:
         #: for example the faults that --chaos injected)
         self.annotate: Callable[[], dict[str, Any]] | None = None
         self._assigned_yet = False
+        self._held = 0  # calls in hold_until() now
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
@@ -361,6 +366,24 @@ class MasterDriver:
             self.logs.put(ref.job_id, ref.kind, ref.index, ref.attempt, log_text)
             event = dataclasses.replace(event, has_log=True)
         return self.handle(event)
+
+    def hold_until(
+        self, ready: Callable[[], bool], wait: float, still_asking: Callable[[], bool]
+    ) -> None:
+        """Call with the lock held: wait up to ``wait`` seconds for ``ready()`` (checked
+        at every change of the state), unless :data:`MAX_HELD_CALLS` calls wait already."""
+        if not wait > 0 or self._held >= MAX_HELD_CALLS:
+            return
+        self._held += 1
+        try:
+            deadline = time.monotonic() + wait
+            while not ready() and not self.stopped and still_asking():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return
+                self.changed.wait(remaining)
+        finally:
+            self._held -= 1
 
     def heartbeat(
         self, event: ev.HeartbeatReceived, running: list[ev.AttemptRef]
