@@ -126,14 +126,16 @@ class _ForkServer:
             self.sock.sendall(payload)
 
     def close(self) -> None:
-        """Close the socket (a fork server still running then exits) and reap the process
-        if it has ended."""
+        """Stop the fork server (it is gone, or no longer answers) and reap it."""
         self.sock.close()
+        if self.process is not None:
+            self.process.kill()
+            self.process.wait()
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.pid, signal.SIGKILL)
         with contextlib.suppress(ChildProcessError):
-            if self.process is not None:
-                self.process.poll()
-            else:
-                os.waitpid(self.pid, os.WNOHANG)
+            os.waitpid(self.pid, 0)
 
 
 _server: _ForkServer | None = None
