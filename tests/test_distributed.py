@@ -249,10 +249,11 @@ def test_a_fork_server_that_died_is_replaced_and_its_running_attempt_retried(
         release.write_text("")
         client.wait_for(stub, job_id)
         (map_task,) = cluster.driver.state.jobs[job_id].maps
-        assert map_task.attempts[0].state is AttemptState.FAILED
-        assert "fork server exited" in map_task.last_error
+        assert map_task.attempts[0].state is AttemptState.FAILED, map_task.attempts
+        assert "fork server exited" in map_task.last_error, map_task.last_error
         replacement = _fork_server_of(worker)
-        assert replacement != server and "mapreduce.worker.executor" in _cmdline(replacement)
+        assert replacement != server
+        assert "mapreduce.worker.executor" in _cmdline(replacement), _cmdline(replacement)
         assert cluster.processes[0].poll() is None  # the worker lives on
     assert (out / "part-00000").read_text() == "x\t2\ny\t1\n"
 

@@ -122,20 +122,25 @@ class _ForkServer:
 
     def send(self, payload: bytes, fds: Sequence[int]) -> None:
         with self.lock:
+            if self.sock.fileno() < 0:
+                raise BrokenPipeError("the fork server was stopped")
             socket.send_fds(self.sock, [_HEADER.pack(len(payload))], list(fds))
             self.sock.sendall(payload)
 
     def close(self) -> None:
-        """Stop the fork server (it is gone, or no longer answers) and reap it."""
-        self.sock.close()
-        if self.process is not None:
-            self.process.kill()
-            self.process.wait()
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
-        with contextlib.suppress(ChildProcessError):
-            os.waitpid(self.pid, 0)
+        """Stop the fork server (it is gone, or no longer answers) and reap it (once)."""
+        with self.lock:
+            if self.sock.fileno() < 0:
+                return  # closed and reaped already: its id may be another process's now
+            self.sock.close()
+            if self.process is not None:
+                self.process.kill()
+                self.process.wait()
+                return
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(self.pid, signal.SIGKILL)
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(self.pid, 0)
 
 
 _server: _ForkServer | None = None
@@ -204,13 +209,25 @@ def single_threaded() -> bool:
         return False
 
 
-def _launch(payload: bytes, fds: Sequence[int]) -> None:
-    """Ask the fork server to start a task process (a dead fork server is replaced)."""
+def _launch(payload: bytes, fds: Sequence[int]) -> _ForkServer:
+    """Ask the fork server to start a task process (a dead fork server is replaced);
+    return the fork server asked."""
     server = _fork_server()
     try:
         server.send(payload, fds)
     except (BrokenPipeError, ConnectionResetError):
-        _fork_server(dead=server).send(payload, fds)
+        server = _fork_server(dead=server)
+        server.send(payload, fds)
+    return server
+
+
+def _forget(server: _ForkServer) -> None:
+    """``server`` died: the next attempt starts another one."""
+    global _server
+    with _server_lock:
+        if _server is server:
+            _server = None
+    server.close()
 
 
 def _counter_fd() -> int:
@@ -245,7 +262,10 @@ class ChildAttempt:
     def __init__(self, kind: str, kwargs: dict[str, Any], log_path: str) -> None:
         self.log_path = log_path
         #: the task process's exit code (negative: a signal), once :meth:`wait` has it
+        #: (only when the process sent no outcome)
         self.exitcode: int | None = None
+        self._lock = threading.Lock()  # kill() and the end of wait()
+        self._waited = False
         payload = pickle.dumps((kind, kwargs, log_path), pickle.HIGHEST_PROTOCOL)
         opened: list[int] = []
         try:
@@ -257,7 +277,7 @@ class ChildAttempt:
             opened += (result_r, result_w)
             self._status, status_w = os.pipe()
             opened += (self._status, status_w)
-            _launch(payload, (result_w, status_w, counter))
+            self._server = _launch(payload, (result_w, status_w, counter))
             for fd in (counter, result_w, status_w):  # the task process has them
                 opened.remove(fd)
                 os.close(fd)
@@ -265,6 +285,7 @@ class ChildAttempt:
             opened.remove(result_r)
             pid = _read_status(self._status)
             if pid is None:
+                _forget(self._server)
                 raise ForkServerGone("the worker's fork server exited")
             if pid <= 0:
                 raise OSError(-pid, f"cannot start a task process: {os.strerror(-pid)}")
@@ -276,10 +297,8 @@ class ChildAttempt:
                 self._receiver.close()
             raise
 
-    def _ended(self) -> bool:
-        """Whether the fork server said the task process ended (or the fork server did)."""
-        if self.exitcode is not None:
-            return True
+    def _exit_known(self) -> bool:
+        """Whether the fork server wrote the task process's exit code (or exited itself)."""
         poller = select.poll()
         poller.register(self._status, select.POLLIN)
         return bool(poller.poll(0))
@@ -288,12 +307,13 @@ class ChildAttempt:
         """Kill the task process.  (Processes it forked stay in the worker's process
         group, which the embedded cluster kills as a whole; ``wait`` does not wait for
         them.)"""
-        if not self._ended():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        with self._lock:
+            if not self._waited and not self._exit_known():
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
 
     def wait(self) -> AttemptOutcome:
-        """Block until the task process ends; return its outcome."""
+        """Block until the task process sent its outcome or ended; return the outcome."""
         message: tuple[Any, ...] | None = None
         # Wait for a message or the process's end, whichever comes first: processes that
         # user code forked may hold the pipe open after the task process died.
@@ -303,12 +323,18 @@ class ChildAttempt:
                 message = self._receiver.recv()
             except (EOFError, OSError):
                 message = None
-        self.exitcode = _read_status(self._status)
-        self._receiver.close()
-        os.close(self._status)
-        if self.exitcode is None:  # the fork server died: nobody reaps the task process
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(self.pid, signal.SIGKILL)
+        if message is None:  # it ended without a word: how?
+            self.exitcode = _read_status(self._status)
+        # else it exits now (it only flushes its output first): its exit code is not awaited
+        with self._lock:
+            if message is None and self.exitcode is None:
+                # the fork server died: nobody would reap the task process
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(self.pid, signal.SIGKILL)
+                _forget(self._server)
+            self._waited = True
+            self._receiver.close()
+            os.close(self._status)
         if message is None:
             code = self.exitcode
             if code is None:
