@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -884,7 +885,20 @@ def _logs(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``mapreduce`` command; returns the exit status."""
+    """Entry point of the ``mapreduce`` command; returns the exit status.
+
+    Without ``argv`` (the command line of this process, which exits next) the objects
+    left are frozen on the way out (:func:`gc.freeze`): the interpreter's teardown then
+    spares itself collecting them (about 0.03 s with gRPC loaded).
+    """
+    try:
+        return _main(argv)
+    finally:
+        if argv is None:
+            gc.freeze()
+
+
+def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     commands = {
