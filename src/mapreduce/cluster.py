@@ -123,11 +123,13 @@ class EmbeddedCluster:
             self.security = Security(f.read())
         address_pipes: list[int] = []
         try:
-            if self.fork and _single_threaded():
+            if self.fork:
                 import mapreduce.worker.agent  # noqa: F401 (the workers start with it imported)
+                from mapreduce.worker.executor import single_threaded
 
-                for i in range(self.num_workers):
-                    address_pipes.append(self._fork_worker(i, address_pipes))
+                if single_threaded():
+                    for i in range(self.num_workers):
+                        address_pipes.append(self._fork_worker(i, address_pipes))
             self.driver = MasterDriver(self.config)
             self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
@@ -288,11 +290,3 @@ class EmbeddedCluster:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _single_threaded() -> bool:
-    """Whether this process runs one thread (gRPC's own threads included, on Linux)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:  # not Linux: cannot tell, so do not fork
-        return False
