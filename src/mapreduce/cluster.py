@@ -229,8 +229,9 @@ class EmbeddedCluster:
                 for fd in (write_end, *other_pipes):
                     os.close(fd)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                # The task processes (multiprocessing) must not import the run's main
-                # script again: it may run a whole job at import time.
+                # Nothing in the worker or its task processes may run the run's main
+                # script again (it may run a whole job at import time): an empty module
+                # stands in for it.
                 sys.modules["__main__"] = types.ModuleType("__main__")
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 with os.fdopen(read_end, "rb") as pipe:
