@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import sys
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -479,10 +480,11 @@ def _follow(
     quiet: bool,
     workers_alive: Callable[[], bool] | None = None,
     every: float = 0.1,
+    pause: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Follow a job with a progress display on stderr; print the summary on stdout.
 
-    ``every`` is the polling interval (the end of the job is seen at once: see
+    ``every`` is the polling interval; ``pause`` sleeps between polls (see
     :func:`client.wait_for`).
     """
     from mapreduce import client, progress
@@ -490,7 +492,12 @@ def _follow(
     display = None if quiet else progress.display_for(sys.stderr)
     try:
         summary = client.wait_for(
-            stub, job_id, on_status=display, every=every, workers_alive=workers_alive
+            stub,
+            job_id,
+            on_status=display,
+            every=every,
+            workers_alive=workers_alive,
+            pause=pause,
         )
     finally:
         if display is not None:
@@ -553,7 +560,16 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        _follow(stub, job_id, args.quiet, cluster.any_worker_alive)
+        # The master is here: the wait between polls ends as soon as the job does.
+        driver = cluster.driver
+        assert driver is not None
+        _follow(
+            stub,
+            job_id,
+            args.quiet,
+            cluster.any_worker_alive,
+            pause=lambda seconds: driver.wait_for_end(job_id, seconds),
+        )
         if chaos.active and not args.quiet:
             counts = cluster.chaos_counts()
             print(

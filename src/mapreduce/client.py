@@ -101,6 +101,7 @@ def wait_for(
     on_status: Callable[[pb.JobStatus], None] | None = None,
     every: float = 0.1,
     workers_alive: Callable[[], bool] | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
     """Poll until the job ends; return its summary, or raise :class:`JobFailedError`.
 
@@ -109,17 +110,15 @@ def wait_for(
 
     Args:
         on_status: called with every status polled (a progress display).
-        every: seconds between polls (the master holds each one until the job ends, for
-            up to this long: the end is seen at once).
+        every: seconds between polls.
         workers_alive: for an embedded cluster: ends the wait when every worker died.
+        pause: sleeps between polls (given ``every``); one that returns as soon as the job
+            ends (as the embedded cluster's does) makes its end seen at once.
     """
     while True:
         if workers_alive is not None and not workers_alive():
             raise JobFailedError(f"job {job_id} failed: every worker process exited")
-        started = time.monotonic()
-        # The master holds the call until the job ends, for up to ``every`` seconds.
-        request = pb.GetJobStatusRequest(job_id=job_id, wait=every)
-        status: pb.JobStatus = call(stub.GetJobStatus, request)
+        status: pb.JobStatus = call(stub.GetJobStatus, pb.GetJobStatusRequest(job_id=job_id))
         if on_status is not None:
             on_status(status)
         if status.state == "succeeded" and status.summary_json:
@@ -127,5 +126,4 @@ def wait_for(
             return summary
         if status.state in ("failed", "cancelled"):
             raise JobFailedError(f"job {job_id} {status.state}: {status.reason}")
-        # A master that held the call for ``every`` needs no pause (an older one did not).
-        time.sleep(max(0.0, every - (time.monotonic() - started)))
+        pause(every)

@@ -43,9 +43,9 @@ log = logging.getLogger("mapreduce.master")
 
 #: A snapshot is written after this many journal records at least (more for big jobs).
 SNAPSHOT_EVERY = 20_000
-#: The most calls held at once by :meth:`MasterDriver.hold_until` (long polls for map
-#: outputs and for a job's end); past it they are answered at once and their callers poll,
-#: so they never take more than this many of the server's threads.
+#: The most calls held at once by :meth:`MasterDriver.hold_until` (reducers' long polls for
+#: map outputs); past it they are answered at once and their callers poll, so they never
+#: take more than this many of the server's threads.
 MAX_HELD_CALLS = 32
 
 
@@ -370,20 +370,38 @@ class MasterDriver:
     def hold_until(
         self, ready: Callable[[], bool], wait: float, still_asking: Callable[[], bool]
     ) -> None:
-        """Call with the lock held: wait up to ``wait`` seconds for ``ready()`` (checked
-        at every change of the state), unless :data:`MAX_HELD_CALLS` calls wait already."""
-        if not wait > 0 or self._held >= MAX_HELD_CALLS:
+        """For a server thread, with the lock held: wait up to ``wait`` seconds for
+        ``ready()`` (checked at every change of the state) while ``still_asking()``,
+        unless :data:`MAX_HELD_CALLS` calls wait already."""
+        if self._held >= MAX_HELD_CALLS:
             return
         self._held += 1
         try:
-            deadline = time.monotonic() + wait
-            while not ready() and not self.stopped and still_asking():
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return
-                self.changed.wait(remaining)
+            self._wait_until(ready, wait, still_asking)
         finally:
             self._held -= 1
+
+    def wait_for_end(self, job_id: str, timeout: float) -> None:
+        """Wait until the job has ended (succeeded, failed or was cancelled), for up to
+        ``timeout`` seconds.  Ctrl-C interrupts it (as it does ``time.sleep``)."""
+        with self.lock:
+            self._wait_until(
+                lambda: job_id in self.state.jobs and self.state.jobs[job_id].state not in ACTIVE,
+                timeout,
+                lambda: True,
+            )
+
+    def _wait_until(
+        self, ready: Callable[[], bool], wait: float, still_asking: Callable[[], bool]
+    ) -> None:
+        if not wait > 0:
+            return
+        deadline = time.monotonic() + wait
+        while not ready() and not self.stopped and still_asking():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.changed.wait(remaining)
 
     def heartbeat(
         self, event: ev.HeartbeatReceived, running: list[ev.AttemptRef]

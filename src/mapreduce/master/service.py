@@ -23,7 +23,6 @@ import grpc
 from mapreduce.core import actions as act
 from mapreduce.core import events as ev
 from mapreduce.core import queries
-from mapreduce.core.master import ACTIVE
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind
 from mapreduce.errors import MapReduceError
@@ -390,11 +389,6 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.GetJobStatusRequest, context: grpc.ServicerContext
     ) -> pb.JobStatus:
         with self.driver.lock:
-            self.driver.hold_until(
-                lambda: self.driver.state.jobs[request.job_id].state not in ACTIVE,
-                _held_seconds(request.wait),
-                context.is_active,
-            )
             return self._job_status(request.job_id)
 
     @_guarded

@@ -344,12 +344,10 @@ class SubmitJobReply(_message.Message):
     def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class GetJobStatusRequest(_message.Message):
-    __slots__ = ("job_id", "wait")
+    __slots__ = ("job_id",)
     JOB_ID_FIELD_NUMBER: _ClassVar[int]
-    WAIT_FIELD_NUMBER: _ClassVar[int]
     job_id: str
-    wait: float
-    def __init__(self, job_id: _Optional[str] = ..., wait: _Optional[float] = ...) -> None: ...
+    def __init__(self, job_id: _Optional[str] = ...) -> None: ...
 
 class JobStatus(_message.Message):
     __slots__ = ("job_id", "state", "reason", "maps_total", "maps_done", "reduces_total", "reduces_done", "failed_attempts", "summary_json", "failures", "elapsed_seconds", "input_bytes_done", "input_bytes_total", "map_attempts", "reduce_attempts")
