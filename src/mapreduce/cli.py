@@ -507,7 +507,15 @@ def _follow(
     return summary
 
 
+#: The signals that interrupted ``mapreduce run`` (see :func:`_interrupt`).
+_interrupted: list[int] = []
+
+
 def _interrupt(signum: int, frame: object) -> None:
+    """Ctrl-C or SIGTERM: stop the run.  The signal is also noted, for the loop following
+    the job checks it: the KeyboardInterrupt raised here can be lost if it is raised in a
+    finalizer (``__del__``), whose exceptions Python ignores."""
+    _interrupted.append(signum)
     raise KeyboardInterrupt
 
 
@@ -538,7 +546,9 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
     if args.task_timeout <= 0:
         raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
+    _interrupted.clear()
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
+    signal.signal(signal.SIGINT, _interrupt)
     with EmbeddedCluster(
         args.workers,
         MasterConfig(task_timeout=args.task_timeout),
@@ -560,16 +570,16 @@ def _run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-        # The master is here: the wait between polls ends as soon as the job does.
         driver = cluster.driver
         assert driver is not None
-        _follow(
-            stub,
-            job_id,
-            args.quiet,
-            cluster.any_worker_alive,
-            pause=lambda seconds: driver.wait_for_end(job_id, seconds),
-        )
+
+        def pause(seconds: float) -> None:
+            # The master is here: the wait between polls ends as soon as the job does.
+            driver.wait_for_end(job_id, seconds)
+            if _interrupted:
+                raise KeyboardInterrupt
+
+        _follow(stub, job_id, args.quiet, cluster.any_worker_alive, pause=pause)
         if chaos.active and not args.quiet:
             counts = cluster.chaos_counts()
             print(
