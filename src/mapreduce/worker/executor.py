@@ -408,7 +408,11 @@ class _Server:
                 os.close(number)
             return
         result_fd, status_fd, counter_fd = fds
+        # The task process starts the attempt only once the worker has its id: if this
+        # process dies before telling it, the task process exits rather than run on unseen.
+        go_r = go_w = -1
         try:
+            go_r, go_w = os.pipe()
             pid = os.fork()
         except OSError as exc:
             pid = -(exc.errno or 1)
@@ -420,9 +424,12 @@ class _Server:
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 self.selector.close()
                 self.sock.close()
-                for number in (self.wake_r, self.wake_w, status_fd, *self.running.values()):
+                for number in (self.wake_r, self.wake_w, status_fd, go_w, *self.running.values()):
                     os.close(number)
-                code = _task_main(payload, result_fd, counter_fd)
+                go = os.read(go_r, 1)
+                os.close(go_r)
+                if go:
+                    code = _task_main(payload, result_fd, counter_fd)
             except BaseException:
                 with contextlib.suppress(BaseException):
                     traceback.print_exc()
@@ -437,8 +444,12 @@ class _Server:
             os.write(status_fd, _STATUS.pack(pid))
         if pid > 0:
             self.running[pid] = status_fd
+            os.write(go_w, b"x")
         else:
             os.close(status_fd)
+        for number in (go_r, go_w):
+            if number >= 0:
+                os.close(number)
 
     def _reap(self) -> None:
         """Reap the task processes that ended; write each one's exit code on its status
