@@ -507,15 +507,7 @@ def _follow(
     return summary
 
 
-#: The signals that interrupted ``mapreduce run`` (see :func:`_interrupt`).
-_interrupted: list[int] = []
-
-
 def _interrupt(signum: int, frame: object) -> None:
-    """Ctrl-C or SIGTERM: stop the run.  The signal is also noted, and the loop following
-    the job checks the note: under load the KeyboardInterrupt raised here was seen lost
-    (raised, presumably, where Python ignores exceptions, as in a ``__del__``)."""
-    _interrupted.append(signum)
     raise KeyboardInterrupt
 
 
@@ -546,10 +538,7 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--workers must be at least 1 (got {args.workers})")
     if args.task_timeout <= 0:
         raise UsageError(f"--task-timeout must be positive (got {args.task_timeout})")
-    _interrupted.clear()
     signal.signal(signal.SIGTERM, _interrupt)  # stop the cluster as on Ctrl-C
-    if signal.getsignal(signal.SIGINT) is signal.default_int_handler:  # not ignored (nohup)
-        signal.signal(signal.SIGINT, _interrupt)
     with EmbeddedCluster(
         args.workers,
         MasterConfig(task_timeout=args.task_timeout),
@@ -577,8 +566,6 @@ def _run(args: argparse.Namespace) -> int:
         def pause(seconds: float) -> None:
             # The master is here: the wait between polls ends as soon as the job does.
             driver.wait_for_end(job_id, seconds)
-            if _interrupted:
-                raise KeyboardInterrupt
 
         _follow(stub, job_id, args.quiet, cluster.any_worker_alive, pause=pause)
         if chaos.active and not args.quiet:

@@ -16,15 +16,17 @@ descriptors; the fork server forks one task process, which runs the attempt:
 * the status pipe: the fork server writes on it the task process's id as soon
   as it forked it (or minus the ``errno`` of a failed ``fork``), then its exit
   code once it ended and the fork server reaped it (negative: the signal that
-  killed it);
+  killed it; the worker reads it only of a process that sent no outcome);
 * the progress counter: 8 bytes of shared memory the task increments and the
   worker's heartbeats read.
 
-A fork server started in a process that already runs threads (a worker started
-again after its fork server died, say) is a new interpreter running
-:func:`serve` instead, which imports the runners itself.  The fork server ends
-when the worker closes its end of the socket (or dies); task processes still
-running then are not stopped by it.
+A task process starts the attempt only once the fork server has told the
+worker its id.  A fork server started in a process that already runs threads
+(the replacement of one that died) is a new interpreter running :func:`serve`
+instead, which imports the runners itself.  The fork server ends when the
+worker closes its end of the socket (or dies); task processes still running
+then are not stopped by it, but a worker that sees its fork server die kills
+the attempts it ran.
 """
 
 from __future__ import annotations
