@@ -344,9 +344,7 @@ def print_notes(contenders: Sequence[Contender], subreaper: bool) -> None:
         ]
         if counted:
             print("cpu includes the orphans reaped by this script (the workers' fork servers")
-            print(
-                "  and resource trackers, with the task processes they reaped), per run: ", end=""
-            )
+            print("  with the task processes they reaped), per run: ", end="")
             print(", ".join(counted))
     else:
         print("warning: no subreaper (not Linux?): the cluster's cpu misses its task processes")

@@ -6,14 +6,14 @@ it (a script's own directory is on ``sys.path``).  Standard library only.
 Why not just ``os.wait4`` on the child?  ``wait4`` reports the child's CPU and
 that of the descendants the child (or they, recursively) waited for.  The
 embedded cluster of ``mapreduce run`` waits for its worker processes
-(``Popen.wait``), but each worker also starts a ``multiprocessing`` fork server
-and resource tracker that it never waits for, and every map and reduce task
-runs in a process forked, and reaped, by that fork server.  When the worker
-exits they are orphaned: reparented to init and reaped there, so all the CPU of
-the task code is missing from ``wait4`` of the ``run`` process.  (Measured:
-``mapreduce run --workers 1`` over 8 MB, ``wait4`` of the run process 0.45 s
-of CPU; plus the 2 orphans per worker, 1.78 s; ``--local`` on the same input,
-1.31 s.)
+(``Popen.wait``), but each worker also forks a fork server that it never waits
+for, and every map and reduce task runs in a process forked, and reaped, by
+that fork server.  When the worker exits it is orphaned: reparented to init and
+reaped there, so all the CPU of the task code is missing from ``wait4`` of the
+``run`` process.  (Measured, when a worker left 2 orphans, a ``multiprocessing``
+fork server and its resource tracker: ``mapreduce run --workers 1`` over 8 MB,
+``wait4`` of the run process 0.45 s of CPU; with the orphans, 1.78 s;
+``--local`` on the same input, 1.31 s.)
 
 So :func:`enable_subreaper` makes this process a *child subreaper*
 (``prctl(PR_SET_CHILD_SUBREAPER)``, Linux): orphaned descendants are then

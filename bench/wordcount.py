@@ -43,7 +43,7 @@ around spawn and reap; CPU and peak RSS come from ``os.wait4``.  CPU is user +
 system time of the child and of *all* its descendants.  That needs care for
 the cluster: ``wait4`` of the ``run`` process covers its workers (it waits for
 them), but not the task processes, which are forked and reaped by each
-worker's ``multiprocessing`` fork server, which the worker never waits for;
+worker's fork server (a child of the worker), which the worker never waits for;
 on exit it is orphaned and reaped by init, taking the tasks' CPU with it
 (measured: ``--workers 1`` on 8 MB, 0.45 s by ``wait4`` of the run process,
 1.78 s in all; ``--local``, 1.31 s).  So this script makes itself a child

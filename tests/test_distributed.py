@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import random
 import signal
 import subprocess
@@ -212,6 +213,52 @@ def test_user_code_killing_its_process_fails_the_attempt_not_the_worker(tmp_path
         (task,) = cluster.driver.state.jobs[job_id].maps
         assert task.attempts[0].state is AttemptState.FAILED
         assert "exited with code 7" in task.last_error
+        assert cluster.processes[0].poll() is None  # the worker lives on
+    assert (out / "part-00000").read_text() == "x\t2\ny\t1\n"
+
+
+def _fork_server_of(worker: int) -> int:
+    """The fork server of the worker process ``worker``: its child that runs no task."""
+    (server,) = wait_for(lambda: process_children(worker), "the worker's fork server")
+    return server
+
+
+def _cmdline(pid: int) -> str:
+    return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+
+
+def test_a_fork_server_that_died_is_replaced_and_its_running_attempt_retried(
+    tmp_path: Path,
+) -> None:
+    """A worker's task processes come from its fork server (a child it forked).  Killed,
+    the attempt it ran fails (its task process killed with it, not left running) and is
+    retried; the worker starts another fork server, a new interpreter (the worker runs
+    threads by then), and every later attempt runs."""
+    inp = tmp_path / "in"
+    inp.mkdir()
+    (inp / "stall.txt").write_text("x\ny\nx\n")
+    out = tmp_path / "out"
+    release = tmp_path / "release"
+    with EmbeddedCluster(1, FAST) as cluster:
+        worker = cluster.processes[0].pid
+        server = _fork_server_of(worker)
+        assert "mapreduce.worker.executor" not in _cmdline(server)  # forked, not a new one
+        stub = cluster.connect()
+        job = options(
+            JOBS / "stall.py", inp, out, 1, params={"stall": "60", "release": str(release)}
+        )
+        job_id = client.submit(stub, client.build_submission(job))
+        (task,) = wait_for(lambda: process_children(server), "the map's task process")
+        os.kill(server, signal.SIGKILL)
+        wait_for(lambda: process_state(task) in ("", "Z"), "the orphaned task process to end")
+        release.write_text("")
+        client.wait_for(stub, job_id)
+        (map_task,) = cluster.driver.state.jobs[job_id].maps
+        assert map_task.attempts[0].state is AttemptState.FAILED, map_task.attempts
+        assert "fork server exited" in map_task.last_error, map_task.last_error
+        replacement = _fork_server_of(worker)
+        assert replacement != server
+        assert "mapreduce.worker.executor" in _cmdline(replacement), _cmdline(replacement)
         assert cluster.processes[0].poll() is None  # the worker lives on
     assert (out / "part-00000").read_text() == "x\t2\ny\t1\n"
 

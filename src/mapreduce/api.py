@@ -14,6 +14,7 @@ import os
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -187,7 +188,14 @@ def execute(args: argparse.Namespace, *, fork: bool = False) -> RunResult:
                 file=sys.stderr,
                 flush=True,
             )
-        summary = follow(stub, job_id, args.quiet, cluster.any_worker_alive, every=0.02)
+        driver = cluster.driver
+        assert driver is not None
+
+        def pause(seconds: float) -> None:
+            # The master is here: the wait between polls ends as soon as the job does.
+            driver.wait_for_end(job_id, seconds)
+
+        summary = follow(stub, job_id, args.quiet, cluster.any_worker_alive, pause=pause)
         if chaos.active and not args.quiet:
             counts = cluster.chaos_counts()
             print(
@@ -207,17 +215,24 @@ def follow(
     quiet: bool,
     workers_alive: Callable[[], bool] | None = None,
     every: float = 0.1,
+    pause: Callable[[float], None] = time.sleep,
 ) -> dict[str, Any]:
     """Follow a job with a progress display on stderr; print the summary on stdout.
 
-    ``every`` is the polling interval (short for an embedded master on loopback).
+    ``every`` is the polling interval; ``pause`` sleeps between polls (see
+    :func:`client.wait_for`).
     """
     from mapreduce import client, progress
 
     display = None if quiet else progress.display_for(sys.stderr)
     try:
         summary = client.wait_for(
-            stub, job_id, on_status=display, every=every, workers_alive=workers_alive
+            stub,
+            job_id,
+            on_status=display,
+            every=every,
+            workers_alive=workers_alive,
+            pause=pause,
         )
     finally:
         if display is not None:

@@ -101,6 +101,7 @@ def wait_for(
     on_status: Callable[[pb.JobStatus], None] | None = None,
     every: float = 0.1,
     workers_alive: Callable[[], bool] | None = None,
+    pause: Callable[[float], None] = time.sleep,
 ) -> dict[str, object]:
     """Poll until the job ends; return its summary, or raise :class:`JobFailedError`.
 
@@ -111,6 +112,8 @@ def wait_for(
         on_status: called with every status polled (a progress display).
         every: seconds between polls.
         workers_alive: for an embedded cluster: ends the wait when every worker died.
+        pause: sleeps between polls (given ``every``); one that returns as soon as the job
+            ends (as the embedded cluster's does) makes its end seen at once.
     """
     while True:
         if workers_alive is not None and not workers_alive():
@@ -132,4 +135,4 @@ def wait_for(
                 reason=failure.reason,
                 traceback=failure.traceback,
             )
-        time.sleep(every)
+        pause(every)

@@ -59,6 +59,10 @@ class ForkedWorker:
         return self.returncode
 
     def wait(self, timeout: float | None = None) -> int:
+        if timeout is None and self.returncode is None:
+            _pid, status = os.waitpid(self.pid, 0)
+            self.returncode = os.waitstatus_to_exitcode(status)
+            return self.returncode
         deadline = None if timeout is None else time.monotonic() + timeout
         while self.poll() is None:
             if deadline is not None and time.monotonic() > deadline:
@@ -119,11 +123,13 @@ class EmbeddedCluster:
             self.security = Security(f.read())
         address_pipes: list[int] = []
         try:
-            if self.fork and _single_threaded():
+            if self.fork:
                 import mapreduce.worker.agent  # noqa: F401 (the workers start with it imported)
+                from mapreduce.worker.executor import single_threaded
 
-                for i in range(self.num_workers):
-                    address_pipes.append(self._fork_worker(i, address_pipes))
+                if single_threaded():
+                    for i in range(self.num_workers):
+                        address_pipes.append(self._fork_worker(i, address_pipes))
             self.driver = MasterDriver(self.config)
             self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
@@ -225,8 +231,9 @@ class EmbeddedCluster:
                 for fd in (write_end, *other_pipes):
                     os.close(fd)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
-                # The task processes (multiprocessing) must not import the run's main
-                # script again: it may run a whole job at import time.
+                # Nothing in the worker or its task processes may run the run's main
+                # script again (it may run a whole job at import time): an empty module
+                # stands in for it.
                 sys.modules["__main__"] = types.ModuleType("__main__")
                 signal.signal(signal.SIGINT, signal.default_int_handler)
                 with os.fdopen(read_end, "rb") as pipe:
@@ -290,14 +297,6 @@ class EmbeddedCluster:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _single_threaded() -> bool:
-    """Whether this process runs one thread (gRPC's own threads included, on Linux)."""
-    try:
-        return len(os.listdir("/proc/self/task")) == 1
-    except OSError:  # not Linux: cannot tell, so do not fork
-        return False
 
 
 def _die_with_parent(parent: int) -> None:

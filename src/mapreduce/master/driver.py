@@ -52,6 +52,10 @@ SNAPSHOT_EVERY = 20_000
 FETCH_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 #: The most fetch latencies one reduce attempt's report counts (one per map task).
 MAX_FETCHES_REPORTED = MAX_SPLITS
+#: The most calls held at once by :meth:`MasterDriver.hold_until` (reducers' long polls for
+#: map outputs); past it they are answered at once and their callers poll, so they never
+#: take more than this many of the server's threads.
+MAX_HELD_CALLS = 32
 
 
 def wall_clock() -> Callable[[], float]:
@@ -135,6 +139,7 @@ class MasterDriver:
         #: called first when the driver stops (the health service turns NOT_SERVING)
         self.on_stop: list[Callable[[], None]] = []
         self._assigned_yet = False
+        self._held = 0  # calls in hold_until() now
         self._tick_interval = tick_interval
         self._stop = threading.Event()
         self._ticker = threading.Thread(target=self._tick_loop, name="master-ticker", daemon=True)
@@ -395,6 +400,42 @@ class MasterDriver:
             self.logs.put(ref.job_id, ref.kind, ref.index, ref.attempt, log_text)
             event = dataclasses.replace(event, has_log=True)
         return self.handle(event)
+
+    def hold_until(
+        self, ready: Callable[[], bool], wait: float, still_asking: Callable[[], bool]
+    ) -> None:
+        """For a server thread, with the lock held: wait up to ``wait`` seconds for
+        ``ready()`` (checked at every change of the state) while ``still_asking()``,
+        unless :data:`MAX_HELD_CALLS` calls wait already."""
+        if self._held >= MAX_HELD_CALLS:
+            return
+        self._held += 1
+        try:
+            self._wait_until(ready, wait, still_asking)
+        finally:
+            self._held -= 1
+
+    def wait_for_end(self, job_id: str, timeout: float) -> None:
+        """Wait until the job has ended (succeeded, failed or was cancelled), for up to
+        ``timeout`` seconds.  Ctrl-C interrupts it (as it does ``time.sleep``)."""
+        with self.lock:
+            self._wait_until(
+                lambda: job_id in self.state.jobs and self.state.jobs[job_id].state not in ACTIVE,
+                timeout,
+                lambda: True,
+            )
+
+    def _wait_until(
+        self, ready: Callable[[], bool], wait: float, still_asking: Callable[[], bool]
+    ) -> None:
+        if not wait > 0:
+            return
+        deadline = time.monotonic() + wait
+        while not ready() and not self.stopped and still_asking():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            self.changed.wait(remaining)
 
     def heartbeat(
         self, event: ev.HeartbeatReceived, running: list[ev.AttemptRef]

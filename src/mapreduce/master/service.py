@@ -42,6 +42,11 @@ LONG_POLL_SECONDS = 0.5
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def _held_seconds(requested: float) -> float:
+    """How long a long poll asking for ``requested`` seconds may be held (0: not at all)."""
+    return min(requested, LONG_POLL_SECONDS) if requested > 0 else 0.0
+
+
 def _guarded(method: F) -> F:
     """Only a serving master (the leader) answers; bad requests get status codes.
 
@@ -300,12 +305,24 @@ class MasterService(pb_grpc.MasterServicer):
         self, request: pb.GetMapOutputsRequest, context: grpc.ServicerContext
     ) -> pb.GetMapOutputsReply:
         ref = self._attempt(request.reduce_attempt)
-        with self.driver.lock:
-            state = self.driver.state
-            entries = queries.map_outputs_since(state, ref.job_id, request.since)
-            alive = state.attempt_running(ref) and state.is_current(
+        driver = self.driver
+
+        def alive() -> bool:
+            return driver.state.attempt_running(ref) and driver.state.is_current(
                 request.worker.worker_id, request.worker.incarnation
             )
+
+        def news() -> bool:
+            return queries.output_log_length(driver.state, ref.job_id) > request.since
+
+        with driver.lock:
+            # A reducer with nothing to fetch waits for map outputs: hold its call until
+            # one comes (or the attempt ends).
+            driver.hold_until(
+                lambda: news() or not alive(), _held_seconds(request.wait), context.is_active
+            )
+            state = driver.state
+            entries = queries.map_outputs_since(state, ref.job_id, request.since)
             return pb.GetMapOutputsReply(
                 outputs=[
                     pb.MapOutputLocation(
@@ -316,7 +333,7 @@ class MasterService(pb_grpc.MasterServicer):
                     )
                     for e in entries
                 ],
-                attempt_alive=alive,
+                attempt_alive=alive(),
                 next=queries.output_log_length(state, ref.job_id),
             )
 

@@ -26,6 +26,8 @@ import hashlib
 import hmac
 import html
 import json
+import os
+import selectors
 import ssl
 import threading
 from collections.abc import Callable
@@ -204,17 +206,30 @@ class StatusServer:
         self.port = self.httpd.server_address[1]
         self.url = f"{scheme}://{host}:{self.port}/"
         self.login_url = f"{self.url}?token={status_token(secret)}" if secret else self.url
-        self._thread = threading.Thread(
-            target=self.httpd.serve_forever,
-            kwargs={"poll_interval": 0.05},  # shutdown() waits up to one interval
-            name="status-http",
-            daemon=True,
-        )
+        self.httpd.timeout = 1.0  # handle_request() never blocks longer
+        # serve_forever() would notice a shutdown only at its next poll: this loop also
+        # waits on a pipe that stop() writes to, so it ends at once and never polls.
+        self._wake_r, self._wake_w = os.pipe()
+        self._thread = threading.Thread(target=self._serve, name="status-http", daemon=True)
+
+    def _serve(self) -> None:
+        with selectors.DefaultSelector() as selector:
+            selector.register(self.httpd, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                ready = [key.fileobj for key, _ in selector.select()]
+                if self._wake_r in ready:
+                    return
+                self.httpd.handle_request()  # a connection is waiting: take it
 
     def start(self) -> StatusServer:
         self._thread.start()
         return self
 
     def stop(self) -> None:
-        self.httpd.shutdown()
+        os.write(self._wake_w, b"x")
+        if self._thread.ident is not None:
+            self._thread.join()
         self.httpd.server_close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

@@ -49,6 +49,8 @@ from mapreduce.worker.shuffle import (
 log = logging.getLogger("mapreduce.worker")
 
 FETCH_PARALLELISM = 4
+#: How long the master may hold a reducer's request for map outputs while there is none.
+OUTPUTS_WAIT = 0.5
 RPC_TIMEOUT = 30.0
 #: A work directory with less free space than this when an attempt fails with a full or
 #: failing disk is full: the worker takes no task until it has this much again.
@@ -685,6 +687,8 @@ class Worker:
                         worker=self.identity(),
                         reduce_attempt=convert.attempt_to_pb(ref),
                         since=seen,
+                        # nothing to fetch: the master answers when a map output comes
+                        wait=0.0 if pending else OUTPUTS_WAIT,
                     ),
                 )
                 assert isinstance(reply, pb.GetMapOutputsReply)

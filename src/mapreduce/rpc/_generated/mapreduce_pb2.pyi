@@ -309,14 +309,16 @@ class ReportFetchFailedRequest(_message.Message):
     def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., map_index: _Optional[int] = ..., map_attempt: _Optional[int] = ..., error: _Optional[str] = ...) -> None: ...
 
 class GetMapOutputsRequest(_message.Message):
-    __slots__ = ("worker", "reduce_attempt", "since")
+    __slots__ = ("worker", "reduce_attempt", "since", "wait")
     WORKER_FIELD_NUMBER: _ClassVar[int]
     REDUCE_ATTEMPT_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    WAIT_FIELD_NUMBER: _ClassVar[int]
     worker: WorkerIdentity
     reduce_attempt: AttemptId
     since: int
-    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., since: _Optional[int] = ...) -> None: ...
+    wait: float
+    def __init__(self, worker: _Optional[_Union[WorkerIdentity, _Mapping]] = ..., reduce_attempt: _Optional[_Union[AttemptId, _Mapping]] = ..., since: _Optional[int] = ..., wait: _Optional[float] = ...) -> None: ...
 
 class MapOutputLocation(_message.Message):
     __slots__ = ("map_index", "map_attempt", "address", "retracted")
