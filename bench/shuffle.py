@@ -7,7 +7,7 @@ One command.  It
 1. makes real map output once (reused after): ``examples/sort.py``'s map task over
    each file of the TeraSort-style records of ``bench/sort.py`` (R = 1, so one run
    file per map task, together about the size of the input), in
-   ``WORK_DIR/shuffle-runs-<records>-<files>f``;
+   ``WORK_DIR/shuffle-runs-<format>-<records>-<files>f``;
 2. starts a *server* process holding those runs in a real
    :class:`~mapreduce.worker.shuffle.ShuffleServer` (with a cluster secret, as every
    cluster has), and a second process serving the same files over plain TCP
@@ -84,7 +84,11 @@ def map_outputs(args: argparse.Namespace) -> list[Path]:
     target = args.work_dir / f"records-{args.records}-{args.files}f"
     options = {"records": args.records, "files": args.files}
     records = ensure_dataset(target, "gen_records.py", options, f"{args.records:,} records")
-    runs = args.work_dir / f"shuffle-runs-{args.records}-{args.files}f"
+    from mapreduce.dataflow.records import MAGIC
+
+    # named by the run format's version: runs of an older format are made again
+    version = MAGIC.decode().strip().lower()
+    runs = args.work_dir / f"shuffle-runs-{version}-{args.records}-{args.files}f"
     dirs = [runs / f"map-{i:05d}" for i in range(len(records.files))]
     if all((d / RUN_NAME).is_file() for d in dirs):
         return dirs
