@@ -516,16 +516,19 @@ def _run_straggler(tmp_path: Path) -> tuple[subprocess.Popen[str], list[int]]:
     return run, children
 
 
-def test_a_killed_run_leaves_no_worker(tmp_path: Path) -> None:
+def test_a_killed_run_leaves_no_process(tmp_path: Path) -> None:
     """SIGKILL of ``mapreduce run`` (no chance to stop anything): its forked workers die
-    with it (they asked the kernel for SIGKILL when their parent dies)."""
+    with it, their fork servers with them, and the straggling task with its fork server
+    (each asked the kernel for SIGKILL when its parent dies)."""
     run, children = _run_straggler(tmp_path)
+    tasks = lambda: [t for w in children for s in process_children(w) for t in process_children(s)]  # noqa: E731
+    wait_for(tasks, "a task process of a worker", timeout=60)
     run.kill()
-    run.wait(timeout=30)
-    assert run.stderr is not None
-    run.stderr.close()  # still held by the straggling task (a grandchild), so not read
+    run.communicate(timeout=60)  # its stderr is closed once every process holding it died
     gone = lambda: all(process_state(pid) in ("", "Z") for pid in children)  # noqa: E731
     wait_for(gone, "the workers to die with their run", timeout=30)
+    for pid in children:
+        assert _living_in_group(pid, wait=10) == []  # its fork server and the task
     assert not (tmp_path / "out").exists()
 
 

@@ -227,7 +227,9 @@ class EmbeddedCluster:
             code = 1
             try:
                 os.setsid()  # Ctrl-C reaches the run process, which stops the workers
-                _die_with_parent(parent)
+                from mapreduce.worker.executor import die_with_parent
+
+                die_with_parent(parent)
                 for fd in (write_end, *other_pipes):
                     os.close(fd)
                 os.dup2(os.open(os.devnull, os.O_RDONLY), 0)
@@ -297,19 +299,3 @@ class EmbeddedCluster:
         tb: TracebackType | None,
     ) -> None:
         self.close()
-
-
-def _die_with_parent(parent: int) -> None:
-    """Linux: this forked worker gets SIGKILL when the ``run`` process that forked it
-    (``parent``) dies, however it dies, so no worker outlives its embedded cluster (the
-    thread that forked it must live as long as the cluster: the main thread, in ``run``)."""
-    if not sys.platform.startswith("linux"):
-        return
-    import ctypes
-
-    pr_set_pdeathsig = 1  # <linux/prctl.h>
-    with contextlib.suppress(OSError, AttributeError):
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    if os.getppid() != parent:  # the parent died before prctl: too late to be told
-        os._exit(1)

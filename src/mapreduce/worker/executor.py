@@ -181,10 +181,12 @@ def _start_fork_server() -> _ForkServer:
         if single_threaded():
             sys.stdout.flush()
             sys.stderr.flush()
+            worker = os.getpid()
             pid = os.fork()
             if pid == 0:  # the fork server
                 code = 1
                 try:
+                    die_with_parent(worker)
                     ours.close()
                     serve(theirs.detach())
                     code = 0
@@ -207,6 +209,21 @@ def _start_fork_server() -> _ForkServer:
     finally:
         theirs.close()
     return _ForkServer(ours, pid, process)
+
+
+def die_with_parent(parent: int) -> None:
+    """Linux: this (just forked) process gets SIGKILL when its parent ``parent`` dies, however
+    it dies, so nothing outlives the process that started it: a worker forked by ``run``, a
+    fork server by its worker, a task process by its fork server.  (The thread that forked
+    it must live as long as the parent: each of those forks from its main thread.)"""
+    if not sys.platform.startswith("linux"):
+        return
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    if os.getppid() != parent:  # the parent died before prctl: too late to be told
+        os._exit(1)
 
 
 def single_threaded() -> bool:
@@ -423,6 +440,7 @@ class _Server:
         # The task process starts the attempt only once the worker has its id: if this
         # process dies before telling it, the task process exits rather than run on unseen.
         go_r = go_w = -1
+        server = os.getpid()
         try:
             go_r, go_w = os.pipe()
             pid = os.fork()
@@ -431,6 +449,7 @@ class _Server:
         if pid == 0:  # the task process
             code = 1
             try:
+                die_with_parent(server)  # a killed worker's fork server takes its tasks along
                 signal.set_wakeup_fd(-1)
                 signal.signal(signal.SIGCHLD, signal.SIG_DFL)
                 signal.signal(signal.SIGINT, signal.default_int_handler)
