@@ -347,7 +347,8 @@ def _master(args: argparse.Namespace) -> int:
         config.validate()
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    _refuse_open_binding(args.listen, _security(args))
+    security = _security(args)  # the secret and TLS files, read once
+    _refuse_open_binding(args.listen, security)
     if args.peers or args.raft:
         driver = MasterDriver(
             config,
@@ -364,7 +365,7 @@ def _master(args: argparse.Namespace) -> int:
     else:
         driver = MasterDriver(config)
     try:
-        server, port = serve_master(args.listen, driver, security=_security(args))
+        server, port = serve_master(args.listen, driver, security=security)
     except JournalCorruptError as exc:
         raise UsageError(f"--state-dir {args.state_dir}: {exc}") from None
     for message in driver.recovery_messages:
@@ -381,7 +382,7 @@ def _master(args: argparse.Namespace) -> int:
     elif args.state_dir:
         say(f"state in {args.state_dir}: epoch {epoch}, {known} jobs known")
     say(f"master listening on {host}:{port}")
-    secret = _security(args).secret
+    secret = security.secret
     tls = (args.tls_cert, args.tls_key) if args.tls_cert else None
     status = (
         None if args.no_http else StatusServer(driver, host, args.http_port, secret, tls).start()
@@ -502,7 +503,8 @@ def _worker(args: argparse.Namespace) -> int:
     daemonlog.configure(args.log_format)
     if args.slots < 1:
         raise UsageError(f"--slots must be at least 1 (got {args.slots})")
-    _refuse_open_binding(args.listen, _security(args))
+    security = _security(args)  # the secret and TLS files, read once
+    _refuse_open_binding(args.listen, security)
     if args.shuffle_idle_timeout <= 0:
         raise UsageError(
             f"--shuffle-idle-timeout must be positive (got {args.shuffle_idle_timeout})"
@@ -516,8 +518,8 @@ def _worker(args: argparse.Namespace) -> int:
             fail_after=args.fail_after,
             name=args.name,
             advertise=args.advertise,
-            secret=_security(args).secret,
-            security=_security(args),
+            secret=security.secret,
+            security=security,
             shuffle_idle_timeout=args.shuffle_idle_timeout,
             chaos=_injector(args),
         )
