@@ -668,8 +668,9 @@ def _map_whole_split(
     batches: Iterable[tuple[list[int], list[Any], list[Any]]],
     buffers: _MapBuffer,
     progress: Callable[[], None] | None,
-) -> tuple[int, defaultdict[Any, list[Any]]]:
-    """Call ``map_split`` once with every record of ``split``; buffer the pairs it gives.
+) -> tuple[int, MapOutput]:
+    """Call ``map_split`` once with every record of ``split``; buffer the pairs it gives
+    (as :func:`_map_records` does: a list of pairs when ``buffers.flat``).
 
     Records are counted, and progress reported, a batch (a block of input) at a
     time; the buffer is checked (combined, spilled) as the pairs come.  Returns the
@@ -685,20 +686,26 @@ def _map_whole_split(
                 progress()
 
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
+    flat: list[tuple[Any, Any]] = []  # instead of buffer, when buffers.flat
     emitted, next_check = 0, _MIN_CHECK
     try:
-        pairs = iter(map_split(records()) or ())
+        emitting = iter(map_split(records()) or ())
         while True:
-            chunk = list(itertools.islice(pairs, max(1, next_check - emitted)))
+            chunk = list(itertools.islice(emitting, max(1, next_check - emitted)))
             if not chunk:
                 break
-            for k, v in chunk:
-                buffer[k].append(v)
+            if buffers.flat:
+                flat.extend(chunk)
+                _check_pairs(flat, len(flat) - len(chunk))
+            else:
+                for k, v in chunk:
+                    buffer[k].append(v)
             emitted += len(chunk)
             if emitted >= next_check:
-                spilled, next_check = buffers.check(buffer, emitted)
+                spilled, next_check = buffers.check(flat if buffers.flat else buffer, emitted)
                 if spilled:
                     buffer = defaultdict(list)
+                    flat = []
     except (TaskError, KeyboardInterrupt, OSError, BadRecordError):
         raise
     except Exception as exc:
@@ -708,7 +715,7 @@ def _map_whole_split(
             _describe(exc),
             _user_traceback(exc),
         ) from exc
-    return read[0], buffer
+    return read[0], (flat if buffers.flat else buffer)
 
 
 class _Counted:
