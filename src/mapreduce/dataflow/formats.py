@@ -38,7 +38,10 @@ Batch = tuple[list[int], list[Any], list[Any]]
 
 __all__ = ["INPUT_FORMATS", "read_batches", "read_split"]
 
-_BLOCK_BYTES = 4 << 20
+#: Lines are read, decoded and cut a block at a time.  Blocks of this size stay in the
+#: CPU's cache while they are cut: measured on a 32 MB text split, 4 MB blocks took
+#: twice the CPU time of 64-128 KB blocks (0.127 s against 0.061 s).
+_BLOCK_BYTES = 128 << 10
 _FIRST_BLOCK_BYTES = 64 << 10
 #: Storage options (``--storage-option``) of the inputs that are URLs.
 Options = Mapping[str, str] | None

@@ -55,6 +55,7 @@ from mapreduce.dataflow.sort import (
     partition_and_sort,
     passes_values_through,
     passthrough_lines,
+    sort_str_groups,
     sort_str_pairs,
 )
 from mapreduce.errors import BadRecordError
@@ -381,6 +382,11 @@ class _MapBuffer:
                 for k, v in buffer:
                     grouped[k].append(v)
                 buffer = grouped
+            groups = sort_str_groups(
+                buffer, self.partitioner, self.spec.num_reducers, self.combine_fn
+            )
+            if groups is not None:
+                return [*groups]
             return [
                 *partition_and_sort(
                     buffer, self.partitioner, self.spec.num_reducers, self.combine_fn

@@ -25,8 +25,10 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import functools
 import heapq
 import itertools
+import operator
 import os
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -62,7 +64,8 @@ def partition_and_sort(
 ) -> list[list[Group]]:
     """Split an in-memory buffer into R lists of groups sorted by key bytes.
 
-    The combiner, if any, is applied to each key's values on the way.
+    The combiner, if any, is applied to each key's values on the way; a key it
+    leaves no value of is dropped (as :func:`sort_str_groups` drops it).
     """
     by_range = isinstance(partitioner, RangeCuts)
     parts: list[list[Group]] = [[] for _ in range(1 if by_range else num_reducers)]
@@ -76,6 +79,8 @@ def partition_and_sort(
             key_bytes = encode_key(key)
         if combine_fn is not None and len(values) > 1:
             values = list(combine_fn(key, iter(values)))
+            if not values:  # the combiner kept nothing of this key
+                continue
         if by_range:  # cut after sorting, below
             part = 0
         elif by_hash:
@@ -123,6 +128,58 @@ def sort_str_pairs(
     pairs.sort(key=_first)
     keys = list(map(_first, pairs))
     values = list(map(_second, pairs))
+    return [
+        (keys[start:stop], values[start:stop])
+        for start, stop in _str_bounds(keys, partitioner, num_reducers, [keys, values])
+    ]
+
+
+def sort_str_groups(
+    buffer: dict[Any, list[Any]],
+    partitioner: Partitioner,
+    num_reducers: int,
+    combine_fn: CombineFn | None,
+) -> list[StrPairs] | None:
+    """:func:`sort_str_pairs` for a buffer grouped by key, when every key is a ``str``:
+    each key's values (combined first when there is a combiner and more than one),
+    a pair per value, split into R partitions sorted by key.
+
+    The keys are sorted, partitioned and expanded by C code: no Python call per key
+    but the combiner's (and only for keys with several values).
+
+    Returns:
+        per partition, its keys (a key once per value) and values; None when some key
+        is not a ``str``, or the partitioner is the job's own (the caller uses
+        :func:`partition_and_sort`).
+    """
+    if not isinstance(partitioner, HashPartitioner | RangeCuts) or set(map(type, buffer)) - {str}:
+        return None
+    if combine_fn is not None:
+        several = list(itertools.compress(buffer, map(_more_than_one, map(len, buffer.values()))))
+        for key in several:
+            buffer[key] = list(combine_fn(key, iter(buffer[key])))
+    items = sorted(buffer.items(), key=_first)  # keys are unique: a sort of str keys
+    keys = list(map(_first, items))
+    lists = list(map(_second, items))
+    parts = []
+    for start, stop in _str_bounds(keys, partitioner, num_reducers, [keys, lists]):
+        part_keys, part_lists = keys[start:stop], lists[start:stop]
+        counts = list(map(len, part_lists))
+        if counts.count(1) == len(counts):
+            parts.append((part_keys, list(map(_first, part_lists))))
+        else:
+            expanded = list(itertools.chain.from_iterable(map(itertools.repeat, part_keys, counts)))
+            parts.append((expanded, list(itertools.chain.from_iterable(part_lists))))
+    return parts
+
+
+def _str_bounds(
+    keys: list[str], partitioner: Partitioner, num_reducers: int, columns: list[list[Any]]
+) -> list[tuple[int, int]]:
+    """Where each partition starts and stops in sorted ``str`` keys, as ``(start, stop)``
+    for each of the R partitions.  For a hash partitioner the ``columns`` (the keys
+    and what goes with them) are reordered in place, stably, partition by partition,
+    so each partition's keys stay sorted."""
     if isinstance(partitioner, RangeCuts):
         bounds = [0, *(_str_position(keys, cut) for cut in partitioner.cuts)]
     else:
@@ -132,12 +189,15 @@ def sort_str_pairs(
         raws = map(str.encode, keys, itertools.repeat("utf-8"), itertools.repeat("surrogatepass"))
         parts = [crc % num_reducers for crc in map(zlib.crc32, raws, itertools.repeat(tag_crc))]
         order = sorted(range(len(parts)), key=parts.__getitem__)  # stable: keys stay sorted
-        keys = list(map(keys.__getitem__, order))
-        values = list(map(values.__getitem__, order))
+        for column in columns:
+            column[:] = map(column.__getitem__, order)
         parts = list(map(parts.__getitem__, order))
         bounds = [bisect.bisect_left(parts, part) for part in range(num_reducers)]
     bounds += [len(keys)] * (num_reducers + 1 - len(bounds))
-    return [(keys[start:stop], values[start:stop]) for start, stop in itertools.pairwise(bounds)]
+    return list(itertools.pairwise(bounds))
+
+
+_more_than_one = functools.partial(operator.lt, 1)
 
 
 def identity_reduce(key: Any, values: Iterable[Any]) -> Iterator[Any]:
