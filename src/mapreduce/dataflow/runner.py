@@ -684,12 +684,16 @@ def _map_whole_split(
     """
     read = [0]
 
-    def records() -> Iterator[tuple[Any, Any]]:
+    def counted() -> Iterator[tuple[list[Any], list[Any]]]:
         for _offsets, keys, values in batches:
             read[0] += len(keys)
-            yield from zip(keys, values, strict=True)
+            yield keys, values
             if progress is not None:
                 progress()
+
+    def records() -> Iterator[tuple[Any, Any]]:
+        # a batch at a time in Python; its records are handed over by C code (zip, chain)
+        return itertools.chain.from_iterable(itertools.starmap(zip, counted()))
 
     buffer: defaultdict[Any, list[Any]] = defaultdict(list)
     flat: list[tuple[Any, Any]] = []  # instead of buffer, when buffers.flat
