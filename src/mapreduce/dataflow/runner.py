@@ -596,6 +596,9 @@ def run_map_task(
         except BadRecordError as exc:
             raise RecordFailure(exc.offset, f"{exc.path}@{exc.offset}", exc.reason, "") from exc
         paths, sizes, out_records = buffers.finish(buffer)
+        # freed now, while the collector is paused: once it runs again, its first
+        # collection would traverse every pair still alive
+        buffer.clear()
     return TaskResult(
         task_id=task_id,
         attempt=attempt,

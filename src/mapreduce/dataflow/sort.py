@@ -329,9 +329,9 @@ def passthrough_lines(runs: Sequence[Iterable[Block]]) -> Iterator[tuple[bytes, 
     """
     for keys, values in merged_plain_records(runs):
         count = len(keys)
-        tabs, newlines = itertools.repeat(b"\t", count), itertools.repeat(b"\n", count)
-        lines = zip(keys, tabs, values, newlines, strict=True)
-        text = b"".join(itertools.chain.from_iterable(lines))
+        pieces = [b"\t", b"\t", b"\t", b"\n"] * count  # key, TAB, value, newline
+        pieces[0::4], pieces[2::4] = keys, values
+        text = b"".join(pieces)
         if not text.isascii():
             try:
                 text.decode("utf-8")
