@@ -67,3 +67,22 @@ def test_a_job_must_define_map_or_map_split(tmp_path: Path, job: str, message: s
     result = run_cli("run", JOBS / job, "-i", tmp_path / "in.txt", "-o", tmp_path / "o", "--local")
     assert result.returncode == 2
     assert message in result.stderr
+
+
+@pytest.mark.parametrize("memory_mb", ["256", "1"], ids=["in-memory", "spilling"])
+def test_map_split_pairs_are_combined_like_map_pairs(tmp_path: Path, memory_mb: str) -> None:
+    """A map_split job that emits a pair per word (its pairs kept in a list, the combiner
+    run on each key when they are sorted, and on spills when they are merged) writes
+    what examples/wordcount.py writes; the combiner did shrink its output."""
+    inputs = sorted(GUTENBERG.glob("*.txt"))[:1]
+    outputs, summaries = {}, {}
+    for job in (EXAMPLES / "wordcount.py", JOBS / "split_pairs.py"):
+        out = tmp_path / job.name
+        argv = ["run", job, "-i", *inputs, "-o", out, "-r", "2", "-q", "--local"]
+        result = run_cli(*argv, "--memory-mb", memory_mb)
+        assert result.returncode == 0, result.stderr
+        outputs[job.name] = parts(out)
+        summaries[job.name] = json.loads((out / "_summary.json").read_text())["system"]
+    assert outputs["wordcount.py"] == outputs["split_pairs.py"]
+    pairs = summaries["split_pairs.py"]
+    assert pairs["map_output_records"] < pairs["map_input_records"] * 2

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from mapreduce.dataflow.keys import decode_key, encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample, make_partitioner, partition_of
-from mapreduce.dataflow.sort import partition_and_sort, sort_str_groups
+from mapreduce.dataflow.sort import combine_sorted_pairs, partition_and_sort, sort_str_groups
 
 KEYS = ["the", "a", "zebra", "", "é", ("tuple", 3), 42, -7, 2.5, None, b"raw"]
 
@@ -138,3 +138,22 @@ def test_str_groups_leave_other_keys_and_partitioners_to_partition_and_sort() ->
     assert sort_str_groups({"a": [1], 2: [3]}, make_partitioner(2), 2, None) is None
     own = make_partitioner(2, partition_fn=lambda key, r: 0)
     assert sort_str_groups({"a": [1]}, own, 2, None) is None
+
+
+@settings(max_examples=200)
+@given(
+    pairs=st.lists(st.tuples(st.sampled_from(["a", "b", "xa", "é"]), st.integers(-3, 3))),
+    combiner=st.sampled_from([_sum_twice, lambda key, values: iter(list(values))]),
+)
+def test_sorted_pairs_are_combined_key_by_key(
+    pairs: list[tuple[str, int]], combiner: Callable[[str, Iterable[int]], Iterator[int]]
+) -> None:
+    """combine_sorted_pairs (map_split's buffer) = the combiner over each key's values."""
+    pairs.sort(key=lambda pair: pair[0])
+    keys, values = combine_sorted_pairs([k for k, _ in pairs], [v for _, v in pairs], combiner)
+    expected = []
+    for key in sorted({k for k, _ in pairs}):
+        group = [v for k, v in pairs if k == key]
+        combined = group if len(group) == 1 else list(combiner(key, iter(group)))
+        expected += [(key, v) for v in combined]
+    assert list(zip(keys, values, strict=True)) == expected

@@ -49,6 +49,7 @@ from mapreduce.dataflow.records import (
 from mapreduce.dataflow.sort import (
     NotPassthrough,
     StrPairs,
+    combine_sorted_pairs,
     grouped_values,
     grouped_values_in_memory,
     merge_run_files,
@@ -314,9 +315,11 @@ class _MapBuffer:
             list(spec.boundaries) if spec.boundaries is not None else None,
         )
         self.combine_fn = job.combine_fn if spec.use_combiner else None
-        #: With no combiner and the default or a range partitioner, ``map`` output is
-        #: kept as a list of pairs (sorted when written), not a dictionary of lists.
-        self.flat = self.combine_fn is None and isinstance(
+        #: With the default or a range partitioner, output is kept as a list of pairs
+        #: (sorted when written, the combiner then run on each key with several
+        #: values), not a dictionary of lists: for ``map`` with no combiner, and for
+        #: ``map_split``, whose pairs are mostly combined in the mapper already.
+        self.flat = (self.combine_fn is None or job.map_split_fn is not None) and isinstance(
             self.partitioner, HashPartitioner | RangeCuts
         )
         self.spill_files: list[list[str]] = []
@@ -377,7 +380,9 @@ class _MapBuffer:
             if isinstance(buffer, list):
                 parts = sort_str_pairs(buffer, self.partitioner, self.spec.num_reducers)
                 if parts is not None:
-                    return [*parts]
+                    if self.combine_fn is None:
+                        return [*parts]
+                    return [combine_sorted_pairs(*part, self.combine_fn) for part in parts]
                 grouped: defaultdict[Any, list[Any]] = defaultdict(list)
                 for k, v in buffer:
                     grouped[k].append(v)

@@ -134,6 +134,28 @@ def sort_str_pairs(
     ]
 
 
+def combine_sorted_pairs(keys: list[str], values: list[Any], combine_fn: CombineFn) -> StrPairs:
+    """Pairs sorted by key with the combiner run on the values of each key that has
+    several (in their order); keys with one value are left as they are, without a
+    Python call when no key has several."""
+    if not any(map(operator.eq, keys, itertools.islice(keys, 1, None))):
+        return keys, values
+    out_keys: list[str] = []
+    out_values: list[Any] = []
+    start = 0
+    for key, same in itertools.groupby(keys):
+        stop = start + sum(1 for _ in same)
+        if stop - start == 1:
+            out_keys.append(key)
+            out_values.append(values[start])
+        else:
+            combined = list(combine_fn(key, iter(values[start:stop])))
+            out_keys += [key] * len(combined)
+            out_values += combined
+        start = stop
+    return out_keys, out_values
+
+
 def sort_str_groups(
     buffer: dict[Any, list[Any]],
     partitioner: Partitioner,
