@@ -533,6 +533,23 @@ def read_blocks(path: str) -> Iterator[Block]:
             raise CorruptRunError(path, f"malformed block: {exc}") from exc
 
 
+def read_pairs(path: str) -> Iterator[tuple[list[bytes], list[Any]]]:
+    """Every block of the run file at ``path`` as two columns: the key bytes, a key once
+    per value, and the values.
+
+    Raises:
+        CorruptRunError: bad magic, a truncated or malformed block, a checksum mismatch.
+    """
+    for block in read_blocks(path):
+        try:
+            key_bytes, values, counts = block.key_bytes(), block.values(), block.counts()
+        except (ValueError, struct.error) as exc:
+            raise CorruptRunError(path, f"malformed block: {exc}") from exc
+        if counts is not None:
+            key_bytes = list(chain.from_iterable(map(repeat, key_bytes, counts)))
+        yield key_bytes, values
+
+
 def read_run(path: str) -> Iterator[Group]:
     """Every group of the run file at ``path``, in order.
 

@@ -42,6 +42,7 @@ from mapreduce.dataflow.records import (
     CorruptRunError,
     Group,
     read_blocks,
+    read_pairs,
     read_run,
     write_run,
     write_str_run,
@@ -832,7 +833,7 @@ def run_reduce_task(
             # Runs that fit the memory budget together (unpickled objects take several
             # times their serialised size) are grouped in a table, others merged.
             elif input_bytes * _IN_MEMORY_FACTOR <= spec.memory_bytes:
-                counted.values, groups = grouped_values_in_memory([read_run(p) for p in runs])
+                counted.values, groups = grouped_values_in_memory([read_pairs(p) for p in runs])
             else:
                 groups = grouped_values(list(counted.groups([read_run(p) for p in runs])))
             pending: list[str] = []  # output lines, written a batch at a time

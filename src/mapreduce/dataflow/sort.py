@@ -397,26 +397,30 @@ def grouped_values(runs: Sequence[Iterable[Group]]) -> Iterator[tuple[bytes, Ite
 
 
 def grouped_values_in_memory(
-    runs: Sequence[Iterable[Group]],
+    runs: Sequence[Iterable[tuple[list[bytes], list[Any]]]],
 ) -> tuple[int, Iterator[tuple[bytes, Iterator[Any]]]]:
     """:func:`grouped_values` for runs that fit in memory together: faster than a k-way merge.
 
-    Reads every run at once. Values of a key keep run order, then their order
-    within a run, as in a merge.
+    Reads every run at once, as columns of key bytes (a key once per value) and
+    values (:func:`~mapreduce.dataflow.records.read_pairs`), into a table of each
+    key's values. Values of a key keep run order, then their order within a run,
+    as in a merge.
 
     Returns:
         the number of values, and the groups in key order.
     """
     table: dict[bytes, list[Any]] = {}
     get = table.get
+    total = 0
     for run in runs:
-        for key_bytes, values in run:
-            found = get(key_bytes)
-            if found is None:
-                table[key_bytes] = values
-            else:
-                found.extend(values)
-    total = sum(map(len, table.values()))
+        for keys, values in run:
+            total += len(values)
+            for key_bytes, value in zip(keys, values, strict=True):
+                found = get(key_bytes)
+                if found is None:
+                    table[key_bytes] = [value]
+                else:
+                    found.append(value)
     in_key_order = sorted(table)
     # each value list is let go of as soon as its key's turn is over
     return total, zip(in_key_order, map(iter, map(table.pop, in_key_order)), strict=True)
