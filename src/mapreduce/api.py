@@ -222,9 +222,13 @@ def follow(
     ``every`` is the polling interval; ``pause`` sleeps between polls (see
     :func:`client.wait_for`).
     """
-    from mapreduce import client, progress
+    from mapreduce import client
 
-    display = None if quiet else progress.display_for(sys.stderr)
+    display = None
+    if not quiet:
+        from mapreduce import progress
+
+        display = progress.display_for(sys.stderr)
     try:
         summary = client.wait_for(
             stub,
