@@ -21,7 +21,7 @@ import time
 import traceback
 import types
 from types import TracebackType
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import grpc
 
@@ -30,7 +30,9 @@ from mapreduce.core.config import MasterConfig
 from mapreduce.master.driver import MasterDriver
 from mapreduce.master.service import serve_master
 from mapreduce.rpc.security import Security
-from mapreduce.web.server import StatusServer
+
+if TYPE_CHECKING:
+    from mapreduce.web.server import StatusServer
 
 
 class WorkerProcess(Protocol):
@@ -138,6 +140,9 @@ class EmbeddedCluster:
             if self.chaos is not None:
                 self.driver.annotate = lambda: {"chaos": self.chaos_counts()}
             if self.http_port is not None:
+                # imported here, after the workers are forked: they never serve it
+                from mapreduce.web.server import StatusServer
+
                 self.status_server = StatusServer(
                     self.driver, "127.0.0.1", self.http_port, self.security.secret
                 ).start()
