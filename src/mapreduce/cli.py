@@ -14,7 +14,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from mapreduce import __version__, daemonlog, options
@@ -492,7 +492,7 @@ def _certs(args: argparse.Namespace) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, master_from: Callable[[], str] | None = None) -> int:
     from mapreduce.worker.executor import start_fork_server
 
     # Forked now, with the task runners imported and no thread, gRPC object or logging
@@ -522,6 +522,7 @@ def _worker(args: argparse.Namespace) -> int:
             security=security,
             shuffle_idle_timeout=args.shuffle_idle_timeout,
             chaos=_injector(args),
+            master_from=master_from,
         )
     )
     signal.signal(signal.SIGTERM, lambda *_: worker.stop())
@@ -646,6 +647,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.freeze()
 
 
+def run_worker(argv: Sequence[str], master_from: Callable[[], str]) -> int:
+    """Run ``mapreduce ARGV``, a ``worker`` command line whose ``--master`` is empty: known
+    only later, ``master_from()`` gives it once the worker's own services run.  Returns
+    the exit status.  (The embedded cluster's forked workers start up while their master
+    does.)"""
+    args = build_parser().parse_args(argv)
+    if args.command != "worker":
+        raise ValueError(f"not a worker command line: {argv}")
+    return _command(lambda: _worker(args, master_from))
+
+
 def _main(argv: Sequence[str] | None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -661,8 +673,13 @@ def _main(argv: Sequence[str] | None) -> int:
         "certs": _certs,
         "health": _health,
     }
+    return _command(lambda: commands[args.command](args))
+
+
+def _command(command: Callable[[], int]) -> int:
+    """Run a command; return its exit status (errors are printed, see the module's docstring)."""
     try:
-        return commands[args.command](args)
+        return command()
     except (JobFailedError, MasterUnreachable) as exc:
         print(f"mapreduce: {exc}", file=sys.stderr)
         return 1

@@ -222,7 +222,8 @@ class EmbeddedCluster:
         return process
 
     def _fork_worker(self, i: int, other_pipes: list[int]) -> int:
-        """Fork worker ``i``; it waits for the master's address on the returned pipe."""
+        """Fork worker ``i``; it reads the master's address from the returned pipe (and exits
+        if the pipe closes with none)."""
         read_end, write_end = os.pipe()
         sys.stdout.flush()
         sys.stderr.flush()
@@ -243,14 +244,23 @@ class EmbeddedCluster:
                 # stands in for it.
                 sys.modules["__main__"] = types.ModuleType("__main__")
                 signal.signal(signal.SIGINT, signal.default_int_handler)
-                with os.fdopen(read_end, "rb") as pipe:
-                    address = pipe.readline().decode().strip()
-                if address:
-                    self.address = address
-                    os.environ.update(self._worker_environment())
-                    from mapreduce.cli import main
 
-                    code = main(self._worker_argv(i))
+                def master_address() -> str:
+                    with os.fdopen(read_end, "rb") as pipe:
+                        address = pipe.readline().decode().strip()
+                    if not address:  # the cluster did not start: end quietly
+                        sys.stdout.flush()
+                        sys.stderr.flush()
+                        os._exit(1)
+                    self.address = address
+                    return address
+
+                os.environ.update(self._worker_environment())
+                from mapreduce.cli import run_worker
+
+                # The worker starts its fork server and shuffle service at once; it waits
+                # for the master's address only to register.
+                code = run_worker(self._worker_argv(i), master_address)
             except BaseException:
                 traceback.print_exc()
             finally:

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -81,6 +82,9 @@ class WorkerConfig:
         shuffle_idle_timeout: a fetch whose client reads nothing this long is ended.
         chaos: the faults to inject (``mapreduce run --chaos``), if any.
         security: the secret and TLS files of its servers and channels (default: ``secret``).
+        master_from: when ``master`` is empty: called for it once the worker's own
+            services run (the embedded cluster's forked workers start those while their
+            master starts).
     """
 
     master: str
@@ -94,6 +98,7 @@ class WorkerConfig:
     shuffle_idle_timeout: float = IDLE_TIMEOUT
     chaos: Injector | None = None
     security: Security | None = None
+    master_from: Callable[[], str] | None = None
 
 
 def _dropped_fetch() -> float:
@@ -237,7 +242,10 @@ class Worker:
         )
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
-        self.master = MasterClient(self.config.master, self.security)
+        master = self.config.master
+        if not master and self.config.master_from is not None:
+            master = self.config.master_from()
+        self.master = MasterClient(master, self.security)
         self._register()
         self.shuffle_server.set_serving(True)  # grpc.health.v1: ready
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
