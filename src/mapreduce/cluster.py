@@ -27,11 +27,10 @@ import grpc
 
 from mapreduce.chaos import ChaosSpec, Injector, injected
 from mapreduce.core.config import MasterConfig
-from mapreduce.master.driver import MasterDriver
-from mapreduce.master.service import serve_master
 from mapreduce.rpc.security import Security
 
 if TYPE_CHECKING:
+    from mapreduce.master.driver import MasterDriver
     from mapreduce.web.server import StatusServer
 
 
@@ -132,6 +131,11 @@ class EmbeddedCluster:
                 if single_threaded():
                     for i in range(self.num_workers):
                         address_pipes.append(self._fork_worker(i, address_pipes))
+            # The master's own modules are imported once the workers are forked (which
+            # never use them): they start up meanwhile.
+            from mapreduce.master.driver import MasterDriver
+            from mapreduce.master.service import serve_master
+
             self.driver = MasterDriver(self.config)
             self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
