@@ -144,12 +144,7 @@ class EmbeddedCluster:
             if self.chaos is not None:
                 self.driver.annotate = lambda: {"chaos": self.chaos_counts()}
             if self.http_port is not None:
-                # imported here, after the workers are forked: they never serve it
-                from mapreduce.web.server import StatusServer
-
-                self.status_server = StatusServer(
-                    self.driver, "127.0.0.1", self.http_port, self.security.secret
-                ).start()
+                self.serve_status_page(self.http_port)
             for i in range(len(self.processes), self.num_workers):
                 self.start_worker(i)
             if self.chaos is not None and self.chaos.kill_worker:
@@ -164,6 +159,19 @@ class EmbeddedCluster:
             for pipe in address_pipes:
                 os.close(pipe)  # a forked worker that got no address exits
         return self
+
+    def serve_status_page(self, port: int) -> StatusServer:
+        """Serve the master's status pages on 127.0.0.1:``port`` (0: any free port), as
+        ``http_port`` does, unless they are served already."""
+        if self.status_server is None:
+            assert self.driver is not None, "the cluster has not started"
+            # imported here, after the workers are forked: they never serve it
+            from mapreduce.web.server import StatusServer
+
+            self.status_server = StatusServer(
+                self.driver, "127.0.0.1", port, self.security.secret
+            ).start()
+        return self.status_server
 
     def _worker_argv(self, i: int, *extra: str) -> list[str]:
         workdir = os.path.join(self.scratch, f"worker-{i}")
