@@ -178,7 +178,7 @@ def execute(args: argparse.Namespace, *, fork: bool = False) -> RunResult:
             cluster.serve_status_page(args.http_port)  # a port given may be taken: fail first
         # planned while the workers start up
         request = client.build_submission(options)
-        stub = cluster.connect()
+        stub = cluster.local_stub()  # the master is in this process
         job_id = client.submit(stub, request)
         # On any free port (the default), the status page starts once the job is in: its
         # start (0.01 s) does not delay the first task.

@@ -20,13 +20,15 @@ import threading
 import time
 import traceback
 import types
+from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 import grpc
 
 from mapreduce.chaos import ChaosSpec, Injector, injected
 from mapreduce.core.config import MasterConfig
+from mapreduce.rpc.convert import MAX_MESSAGE_BYTES
 from mapreduce.rpc.security import Security
 
 if TYPE_CHECKING:
@@ -71,6 +73,55 @@ class ForkedWorker:
             time.sleep(0.005)
         assert self.returncode is not None
         return self.returncode
+
+
+class LocalRpcError(grpc.RpcError):
+    """What a call of a :class:`LocalStub` raises where a gRPC call would raise its error."""
+
+    def __init__(self, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{code.name}: {details}")
+        self._code = code
+        self._details = details
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+    def details(self) -> str:
+        return self._details
+
+
+class _LocalContext:
+    """What the master's servicer uses of a ``grpc.ServicerContext``, for a call in-process."""
+
+    def abort(self, code: grpc.StatusCode, details: str) -> NoReturn:
+        raise LocalRpcError(code, details)
+
+    def is_active(self) -> bool:
+        return True
+
+
+class LocalStub:
+    """Calls a master servicer's methods in this process, as a stub of it would over gRPC
+    (``stub.SubmitJob(request, timeout=...)``): errors raise a ``grpc.RpcError`` with the
+    status the servicer gave, and requests over gRPC's size limit are refused as gRPC does.
+    """
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+
+    def __getattr__(self, method: str) -> Callable[..., Any]:
+        handler = getattr(self.service, method)
+
+        def invoke(request: Any, timeout: float | None = None) -> Any:
+            size = request.ByteSize()
+            if size > MAX_MESSAGE_BYTES:
+                raise LocalRpcError(
+                    grpc.StatusCode.RESOURCE_EXHAUSTED,
+                    f"Sent message larger than max ({size} vs. {MAX_MESSAGE_BYTES})",
+                )
+            return handler(request, _LocalContext())
+
+        return invoke
 
 
 class EmbeddedCluster:
@@ -288,6 +339,15 @@ class EmbeddedCluster:
         from mapreduce import client
 
         return client.connect(self.address, self.security)
+
+    def local_stub(self) -> Any:
+        """A stub of this cluster's master that calls it in this process, as :meth:`connect`'s
+        does over gRPC: the same servicer answers, without a channel (whose first call
+        costs 0.01 s) or the secret (the caller is the master's own process)."""
+        from mapreduce.master.service import MasterService
+
+        assert self.driver is not None, "the cluster has not started"
+        return LocalStub(MasterService(self.driver))
 
     def any_worker_alive(self) -> bool:
         return any(process.poll() is None for process in self.processes)
