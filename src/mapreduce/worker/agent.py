@@ -43,6 +43,7 @@ from mapreduce.worker.shuffle import (
     IDLE_TIMEOUT,
     FetchError,
     MapOutputRegistry,
+    copy_partition,
     fetch_partition,
     serve_shuffle,
 )
@@ -105,13 +106,12 @@ def _dropped_fetch() -> float:
     raise FetchError("the fetch was dropped (fault injected by --chaos)")
 
 
-def _timed_fetch(
-    channel: grpc.Channel, output: tuple[str, int, int], partition: int, dest: str
-) -> float:
-    """Fetch one partition of a map output (see :func:`fetch_partition`); return the seconds
-    it took (the master's fetch latency histogram)."""
+def _timed(fetch: Callable[..., int], *args: object) -> float:
+    """Fetch one partition of a map output (:func:`fetch_partition` or
+    :func:`copy_partition`); return the seconds it took (the master's fetch latency
+    histogram)."""
     started = time.monotonic()
-    fetch_partition(channel, output, partition, dest)
+    fetch(*args)
     return time.monotonic() - started
 
 
@@ -717,13 +717,15 @@ class Worker:
                         future = pool.submit(_dropped_fetch)
                         pending[future] = (map_index, map_attempt, dest)
                         continue
-                    future = pool.submit(
-                        _timed_fetch,
-                        self._channel(address),
-                        (ref.job_id, map_index, map_attempt),
-                        ref.index,
-                        dest,
-                    )
+                    output = (ref.job_id, map_index, map_attempt)
+                    if address == self.address:  # this worker's own: a copy, not a call
+                        future = pool.submit(
+                            _timed, copy_partition, self.registry, output, ref.index, dest
+                        )
+                    else:
+                        future = pool.submit(
+                            _timed, fetch_partition, self._channel(address), output, ref.index, dest
+                        )
                     pending[future] = (map_index, map_attempt, dest)
                 done, _ = futures.wait(list(pending), timeout=0.1, return_when="FIRST_COMPLETED")
                 for future in done:
