@@ -381,6 +381,34 @@ def test_malformed_and_unknown_requests_get_error_statuses() -> None:
         assert stub.GetClusterStatus(pb.GetClusterStatusRequest(), timeout=10).workers == []
 
 
+def test_the_local_stub_answers_as_the_grpc_stub_does(tmp_path: Path) -> None:
+    """run calls its master in-process (EmbeddedCluster.local_stub): same replies, same
+    error statuses and details as over gRPC."""
+    inp = tmp_path / "in.txt"
+    inp.write_text("a b\n")
+    with EmbeddedCluster(0, FAST) as cluster:
+        local, remote = cluster.local_stub(), cluster.connect()
+        for stub in (local, remote):
+            with pytest.raises(grpc.RpcError) as info:
+                stub.GetJobStatus(pb.GetJobStatusRequest(job_id="nope"), timeout=10)
+            assert info.value.code() == grpc.StatusCode.NOT_FOUND
+            assert "nope" in (info.value.details() or "")
+            with pytest.raises(grpc.RpcError) as info:
+                stub.RegisterWorker(pb.RegisterWorkerRequest(protocol_version=99), timeout=10)
+            assert info.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+        job = options(EXAMPLES / "wordcount.py", inp, tmp_path / "o", 1)
+        request = client.build_submission(job)
+        job_id = client.submit(local, request)
+        assert client.submit(remote, request) == job_id  # a retried submission
+        here = local.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id))
+        there = remote.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=10)
+        assert (here.job_id, here.state, here.maps_total) == (job_id, there.state, 1)
+        # the same output, busy: refused the same way
+        other = client.build_submission(job)
+        with pytest.raises(UsageError):
+            client.submit(local, other)
+
+
 def test_generated_stubs_are_up_to_date() -> None:
     result = subprocess.run(
         [sys.executable, str(REPO / "scripts" / "gen_protos.py"), "--check"],

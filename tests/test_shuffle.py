@@ -11,6 +11,7 @@ from mapreduce.dataflow.records import read_run, write_run
 from mapreduce.worker.shuffle import (
     FetchError,
     MapOutputRegistry,
+    copy_partition,
     fetch_partition,
     serve_shuffle,
 )
@@ -66,3 +67,26 @@ def test_unknown_outputs_and_partitions_are_not_served(served, tmp_path: Path) -
     for output, partition in [(("job", 0, 1), 0), (("other", 0, 0), 0), (("job", 0, 0), 7)]:
         with pytest.raises(FetchError, match="NOT_FOUND"):
             fetch_partition(channel, output, partition, str(tmp_path / "x.run"))
+
+
+def test_a_reducer_copies_its_own_workers_outputs_checked_as_fetched_ones(
+    tmp_path: Path,
+) -> None:
+    registry = MapOutputRegistry()
+    directory = make_output(tmp_path / "map", groups=1000)
+    registry.add(("job", 0, 0), str(directory))
+    dest = tmp_path / "copied.run"
+    size = copy_partition(registry, ("job", 0, 0), 0, str(dest))
+    assert dest.read_bytes() == (directory / "part-00000.run").read_bytes()
+    assert size == dest.stat().st_size
+    for output, partition in [(("job", 0, 1), 0), (("other", 0, 0), 0), (("job", 0, 0), 7)]:
+        with pytest.raises(FetchError):
+            copy_partition(registry, output, partition, str(tmp_path / "x.run"))
+    run = directory / "part-00000.run"
+    data = bytearray(run.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # a bit flip on this worker's disk
+    run.write_bytes(bytes(data))
+    dest.unlink()
+    with pytest.raises(FetchError):
+        copy_partition(registry, ("job", 0, 0), 0, str(dest))
+    assert not dest.exists() and not Path(str(dest) + ".fetching").exists()

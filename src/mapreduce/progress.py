@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from typing import Any, TextIO
-
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TaskID, TextColumn
+from typing import TYPE_CHECKING, Any, TextIO
 
 from mapreduce.rpc._generated import mapreduce_pb2 as pb
+
+if TYPE_CHECKING:
+    from rich.progress import TaskID
 
 #: A plain progress line is printed when something changed, or after this long.
 PLAIN_EVERY = 5.0
@@ -72,6 +72,10 @@ class LiveProgress:
     """Map and reduce bars on a terminal, redrawn in place."""
 
     def __init__(self, stream: TextIO) -> None:
+        # rich is imported here, on a terminal only: a pipe or -q never pays for it
+        from rich.console import Console
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
         self.console = Console(file=stream, force_terminal=True)
         self.progress = Progress(
             TextColumn("{task.description:>6}"),

@@ -30,7 +30,7 @@ from prometheus_client.metrics_core import Metric
 from prometheus_client.registry import Collector
 
 from mapreduce.core import queries
-from mapreduce.master.driver import MasterDriver
+from mapreduce.master.driver import LatencyHistogram, MasterDriver
 from mapreduce.web import views
 
 #: Upper bounds (seconds) of the task duration histogram's buckets.
@@ -97,9 +97,25 @@ class _StateCollector(Collector):
         yield durations
 
 
+class _HistogramCollector(Collector):
+    """A :class:`LatencyHistogram`, exported as prometheus-client exports its ``Histogram``
+    (buckets, count, sum, and the ``_created`` gauge)."""
+
+    def __init__(self, histogram: LatencyHistogram) -> None:
+        self.histogram = histogram
+
+    def collect(self) -> Iterator[Metric]:
+        h = self.histogram
+        bounds, count, total = h.snapshot()
+        buckets = [(str(float(bound)), float(n)) for bound, n in bounds]
+        buckets.append(("+Inf", float(count)))
+        yield HistogramMetricFamily(h.name, h.documentation, buckets=buckets, sum_value=total)
+        yield GaugeMetricFamily(f"{h.name}_created", h.documentation, value=h.created)
+
+
 def exposition(driver: MasterDriver) -> str:
     """The page ``/metrics`` serves."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_StateCollector(driver))
-    registry.register(driver.fetch_seconds)
+    registry.register(_HistogramCollector(driver.fetch_seconds))
     return generate_latest(registry).decode("utf-8")

@@ -37,10 +37,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from prometheus_client import CONTENT_TYPE_LATEST
-
 from mapreduce.master.driver import MasterDriver
-from mapreduce.web import metrics, pages, views
+from mapreduce.web import pages, views
 
 
 def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
@@ -74,6 +72,11 @@ def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
         case ["api", "jobs", job_id, "tasks", task, "logs"]:
             return as_json(views.task_logs_view(driver, job_id, task))
         case ["metrics"]:
+            # prometheus-client is imported at the first scrape, not with the page
+            from prometheus_client import CONTENT_TYPE_LATEST
+
+            from mapreduce.web import metrics
+
             return HTTPStatus.OK, CONTENT_TYPE_LATEST, metrics.exposition(driver)
     raise KeyError(path)
 

@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
 
@@ -42,6 +43,7 @@ from mapreduce.worker.shuffle import (
     IDLE_TIMEOUT,
     FetchError,
     MapOutputRegistry,
+    copy_partition,
     fetch_partition,
     serve_shuffle,
 )
@@ -81,6 +83,9 @@ class WorkerConfig:
         shuffle_idle_timeout: a fetch whose client reads nothing this long is ended.
         chaos: the faults to inject (``mapreduce run --chaos``), if any.
         security: the secret and TLS files of its servers and channels (default: ``secret``).
+        master_from: when ``master`` is empty: called for it once the worker's own
+            services run (the embedded cluster's forked workers start those while their
+            master starts).
     """
 
     master: str
@@ -94,19 +99,19 @@ class WorkerConfig:
     shuffle_idle_timeout: float = IDLE_TIMEOUT
     chaos: Injector | None = None
     security: Security | None = None
+    master_from: Callable[[], str] | None = None
 
 
 def _dropped_fetch() -> float:
     raise FetchError("the fetch was dropped (fault injected by --chaos)")
 
 
-def _timed_fetch(
-    channel: grpc.Channel, output: tuple[str, int, int], partition: int, dest: str
-) -> float:
-    """Fetch one partition of a map output (see :func:`fetch_partition`); return the seconds
-    it took (the master's fetch latency histogram)."""
+def _timed(fetch: Callable[..., int], *args: object) -> float:
+    """Fetch one partition of a map output (:func:`fetch_partition` or
+    :func:`copy_partition`); return the seconds it took (the master's fetch latency
+    histogram)."""
     started = time.monotonic()
-    fetch_partition(channel, output, partition, dest)
+    fetch(*args)
     return time.monotonic() - started
 
 
@@ -237,7 +242,10 @@ class Worker:
         )
         self.address = advertised_address(self.config.listen, port, self.config.advertise)
         self.worker_id = self.config.name or self.address
-        self.master = MasterClient(self.config.master, self.security)
+        master = self.config.master
+        if not master and self.config.master_from is not None:
+            master = self.config.master_from()
+        self.master = MasterClient(master, self.security)
         self._register()
         self.shuffle_server.set_serving(True)  # grpc.health.v1: ready
         beat = threading.Thread(target=self._heartbeat_loop, name="heartbeat", daemon=True)
@@ -709,13 +717,15 @@ class Worker:
                         future = pool.submit(_dropped_fetch)
                         pending[future] = (map_index, map_attempt, dest)
                         continue
-                    future = pool.submit(
-                        _timed_fetch,
-                        self._channel(address),
-                        (ref.job_id, map_index, map_attempt),
-                        ref.index,
-                        dest,
-                    )
+                    output = (ref.job_id, map_index, map_attempt)
+                    if address == self.address:  # this worker's own: a copy, not a call
+                        future = pool.submit(
+                            _timed, copy_partition, self.registry, output, ref.index, dest
+                        )
+                    else:
+                        future = pool.submit(
+                            _timed, fetch_partition, self._channel(address), output, ref.index, dest
+                        )
                     pending[future] = (map_index, map_attempt, dest)
                 done, _ = futures.wait(list(pending), timeout=0.1, return_when="FIRST_COMPLETED")
                 for future in done:

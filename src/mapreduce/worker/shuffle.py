@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import shutil
 import threading
 import time
 import zlib
@@ -306,6 +307,37 @@ def fetch_partition(
                 ) from exc
             time.sleep(delay)
             delay = min(2 * delay, 2.0)
+
+
+def copy_partition(
+    registry: MapOutputRegistry, output: MapOutputId, partition: int, dest: str
+) -> int:
+    """Fetch one partition of a map output that this worker holds itself: a copy of the
+    file its shuffle service would stream, checked as a fetched one is (see
+    :func:`fetch_partition`), without a call to that service.  Returns its size.
+
+    Raises:
+        FetchError: this worker does not hold it (any more), or it is corrupt.
+    """
+    job_id, map_index, map_attempt = output
+    directory = registry.get(output)
+    if directory is None:
+        raise FetchError(f"no output of map {map_index} attempt {map_attempt} of {job_id} here")
+    tmp = dest + ".fetching"
+    try:
+        try:
+            shutil.copyfile(os.path.join(directory, f"part-{partition:05d}.run"), tmp)
+        except FileNotFoundError as exc:
+            raise FetchError(f"map {map_index}: no partition {partition}") from exc
+        try:
+            verify_run(tmp)  # corrupt on this worker's disk: re-run that map
+        except CorruptRunError as exc:
+            raise FetchError(f"map {map_index} partition {partition}: {exc}") from exc
+        os.replace(tmp, dest)
+        return os.path.getsize(dest)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
 
 
 def _fetch_once(
