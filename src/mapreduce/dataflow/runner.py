@@ -293,6 +293,28 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
+#: Buffers of tasks whose process ends after them (:func:`ending_with_the_process`).
+_left_to_exit: list[Any] = []
+
+
+def ending_with_the_process() -> None:
+    """Say that this process ends (with ``os._exit``) after the task it runs next, as a
+    worker's task process does: a map task then leaves its buffer to the exit instead
+    of freeing its pairs one by one (a tenth of a sort map task's CPU)."""
+    _left_to_exit.append(None)
+
+
+def _let_go(buffer: MapOutput) -> None:
+    """Let go of a map task's buffer while the collector is still paused (its first
+    collection would traverse every pair still alive): freed now, or, in a process
+    that ends after the task, kept and hidden from the collector (:func:`gc.freeze`)."""
+    if _left_to_exit:
+        _left_to_exit.append(buffer)
+        gc.freeze()
+    else:
+        buffer.clear()
+
+
 def _setup(job: Job) -> None:
     """Run the job's ``setup()`` before a task's first record."""
     if job.setup_fn is None:
@@ -602,9 +624,7 @@ def run_map_task(
         except BadRecordError as exc:
             raise RecordFailure(exc.offset, f"{exc.path}@{exc.offset}", exc.reason, "") from exc
         paths, sizes, out_records = buffers.finish(buffer)
-        # freed now, while the collector is paused: once it runs again, its first
-        # collection would traverse every pair still alive
-        buffer.clear()
+        _let_go(buffer)
     return TaskResult(
         task_id=task_id,
         attempt=attempt,

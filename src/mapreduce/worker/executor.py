@@ -57,6 +57,7 @@ from mapreduce.dataflow.runner import (
     RecordFailure,
     TaskError,
     TaskResult,
+    ending_with_the_process,
     infrastructure_errno,
     run_map_task,
     run_reduce_task,
@@ -559,6 +560,7 @@ def _child_main(
     def progress() -> None:
         counter.value += 1
 
+    ending_with_the_process()  # this process ends with os._exit after the task
     try:
         if kind == "map":
             result = run_map_task(progress=progress, **kwargs)
