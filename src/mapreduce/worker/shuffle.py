@@ -312,9 +312,10 @@ def fetch_partition(
 def copy_partition(
     registry: MapOutputRegistry, output: MapOutputId, partition: int, dest: str
 ) -> int:
-    """Fetch one partition of a map output that this worker holds itself: a copy of the
-    file its shuffle service would stream, checked as a fetched one is (see
-    :func:`fetch_partition`), without a call to that service.  Returns its size.
+    """Fetch one partition of a map output that this worker holds itself: a hard link to
+    (or, across file systems, a copy of) the file its shuffle service would stream,
+    checked as a fetched one is (see :func:`fetch_partition`), without a call to that
+    service.  Returns its size.
 
     Raises:
         FetchError: this worker does not hold it (any more), or it is corrupt.
@@ -325,8 +326,14 @@ def copy_partition(
         raise FetchError(f"no output of map {map_index} attempt {map_attempt} of {job_id} here")
     tmp = dest + ".fetching"
     try:
+        source = os.path.join(directory, f"part-{partition:05d}.run")
         try:
-            shutil.copyfile(os.path.join(directory, f"part-{partition:05d}.run"), tmp)
+            try:  # map outputs are never written again: a second name for the file will do
+                os.link(source, tmp)
+            except FileNotFoundError:
+                raise
+            except OSError:  # another file system, or links not allowed
+                shutil.copyfile(source, tmp)
         except FileNotFoundError as exc:
             raise FetchError(f"map {map_index}: no partition {partition}") from exc
         try:
