@@ -73,7 +73,8 @@ _SAMPLE = 16
 #: Bounds, in records, of the interval between two checks of the map buffer's size.
 _MIN_CHECK = 16
 _MAX_CHECK = 65536
-#: How many new container objects a map task lets pile up before it collects cycles.
+#: How many new container objects a map task lets pile up before it collects cycles, at
+#: least: or twice its buffer's entries, when that is more (:meth:`_MapBuffer.check`).
 _YOUNG_OBJECTS = 200_000
 #: The most records mapped between two progress reports (and checks of the buffer).
 _CHUNK = 1024
@@ -281,7 +282,11 @@ def _collector_paused() -> Iterator[None]:
     lists) that the reference counts free; the automatic collector would
     traverse them over and over (measured: a fifth of a word-count map task).
     A map task still collects the cycles user code leaves behind: when it checks
-    its buffer and more than :data:`_YOUNG_OBJECTS` objects were made since.
+    its buffer and more than :data:`_YOUNG_OBJECTS` objects, and more than twice the
+    buffer's entries, were made since and are still alive.  (Each collection traverses
+    every young object still alive, the buffer's pairs included: with a bound that grows
+    with the buffer, a buffer's pairs are not traversed at all unless other objects pile
+    up as fast, and what cyclic garbage can pile up stays within the buffer's own size.)
     Every object that is not in a cycle is freed as usual.
     """
     was_enabled = gc.isenabled()
@@ -379,7 +384,8 @@ class _MapBuffer:
             record count at which to check again, chosen so that the buffer grows
             by about a quarter of the headroom left until then.
         """
-        if gc.get_count()[0] > _YOUNG_OBJECTS:  # collect cycles made since (_collector_paused)
+        # collect cycles made since (_collector_paused)
+        if gc.get_count()[0] > max(_YOUNG_OBJECTS, 2 * len(buffer)):
             gc.collect(0)
         limit = self.spec.memory_bytes
         size = self.estimate_pairs(buffer) if isinstance(buffer, list) else self.estimate(buffer)
