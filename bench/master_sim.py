@@ -293,7 +293,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         args.maps, args.reduces, args.workers = 2_000, 50, 100
     outcome = simulate(args.maps, args.reduces, args.workers, args.fail, args.seed, trace=False)
-    os.makedirs(args.work_dir, exist_ok=True)
+    if args.work_dir is not None:
+        os.makedirs(args.work_dir, exist_ok=True)
     scratch = tempfile.mkdtemp(prefix="master-sim-", dir=args.work_dir)
     try:
         job = functools.partial(
