@@ -264,7 +264,7 @@ def _pickle_path(monkeypatch: pytest.MonkeyPatch) -> None:
         return records.VALUES_PICKLE, [records._dumps(values)]
 
     monkeypatch.setattr(records, "_values_column", pickled)
-    monkeypatch.setattr(runner, "sort_str_pairs", lambda *args: None)
+    monkeypatch.setattr(runner, "sort_str_pairs", lambda *args, **kwargs: None)
     monkeypatch.setattr(runner, "passes_values_through", lambda fn: False)
 
 

@@ -351,6 +351,9 @@ class _MapBuffer:
             self.partitioner, HashPartitioner | RangeCuts
         )
         self.spill_files: list[list[str]] = []
+        #: Whether a key of the pairs buffered since the last spill is not a ``str``
+        #: (:func:`_check_pairs` tells, a chunk at a time).
+        self.other_keys = False
         self._records_at_check = 0
         self._size_after_check = 0
 
@@ -407,7 +410,9 @@ class _MapBuffer:
         """The buffer's R partitions, sorted: groups, or pairs sorted by ``str`` keys."""
         try:
             if isinstance(buffer, list):
-                parts = sort_str_pairs(buffer, self.partitioner, self.spec.num_reducers)
+                parts = sort_str_pairs(
+                    buffer, self.partitioner, self.spec.num_reducers, checked=not self.other_keys
+                )
                 if parts is not None:
                     if self.combine_fn is None:
                         return [*parts]
@@ -447,6 +452,7 @@ class _MapBuffer:
             _write_part(path, groups)
             paths.append(path)
         self.spill_files.append(paths)
+        self.other_keys = False  # the caller starts a new buffer
 
     def finish(self, buffer: MapOutput) -> tuple[list[str], list[int], int]:
         """Write the final run of every partition; return paths, sizes and records."""
@@ -489,18 +495,21 @@ _not_none = functools.partial(operator.is_not, None)
 _first = operator.itemgetter(0)
 
 
-def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> None:
+def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> bool:
     """Make ``pairs[start:]`` 2-tuples, as ``for k, v in ...`` unpacks them, raising as
     it would on an item that is not a pair, or as a dictionary would on an unhashable
-    key (checked in C when all are tuples of 2 with ``str`` keys)."""
+    key (checked in C when all are tuples of 2 with ``str`` keys).  Returns whether
+    every new key is a ``str``."""
     new = pairs[start:]
     if not new:
-        return
+        return True
     if set(map(type, new)) != {tuple} or set(map(len, new)) != {2}:
         new = [(k, v) for k, v in new]
         pairs[start:] = new
     if set(map(type, map(_first, new))) != {str}:
         set(map(_first, new))  # TypeError if unhashable
+        return False
+    return True
 
 
 def _emitted(
@@ -675,7 +684,7 @@ def _map_records(
                 if flat:
                     mark = len(pairs)
                     pairs.extend(_emitted(map_fn, chunk_keys, chunk_values, generator))
-                    _check_pairs(pairs, mark)
+                    buffers.other_keys |= not _check_pairs(pairs, mark)
                 else:
                     for k, v in _emitted(map_fn, chunk_keys, chunk_values, generator):
                         buffer[k].append(v)
@@ -741,7 +750,7 @@ def _map_whole_split(
                 break
             if buffers.flat:
                 flat.extend(chunk)
-                _check_pairs(flat, len(flat) - len(chunk))
+                buffers.other_keys |= not _check_pairs(flat, len(flat) - len(chunk))
             else:
                 for k, v in chunk:
                     buffer[k].append(v)

@@ -109,7 +109,11 @@ def _str_position(keys: list[str], cut: bytes) -> int:
 
 
 def sort_str_pairs(
-    pairs: list[tuple[Any, Any]], partitioner: Partitioner, num_reducers: int
+    pairs: list[tuple[Any, Any]],
+    partitioner: Partitioner,
+    num_reducers: int,
+    *,
+    checked: bool = False,
 ) -> list[StrPairs] | None:
     """Split a map task's pairs into R lists sorted by key, when every key is a ``str``.
 
@@ -119,11 +123,13 @@ def sort_str_pairs(
     point, which is the order of their serialised bytes. Equal keys stay adjacent
     (:func:`~mapreduce.dataflow.records.write_str_run` groups them).
 
+    ``checked``: the caller knows every key is a ``str`` (they are not looked at again).
+
     Returns:
         per partition, its keys and values; None when some key is not a ``str``
         (the caller groups such pairs in a dictionary).
     """
-    if set(map(type, map(_first, pairs))) - {str}:
+    if not checked and set(map(type, map(_first, pairs))) - {str}:
         return None
     pairs.sort(key=_first)
     keys = list(map(_first, pairs))
