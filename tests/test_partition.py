@@ -12,9 +12,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mapreduce.dataflow.keys import decode_key, encode_key
+from mapreduce.dataflow.keys import encode_key
 from mapreduce.dataflow.partition import boundaries_from_sample, make_partitioner, partition_of
-from mapreduce.dataflow.sort import combine_sorted_pairs, partition_and_sort, sort_str_groups
+from mapreduce.dataflow.sort import combine_sorted_pairs, partition_and_sort
 
 KEYS = ["the", "a", "zebra", "", "é", ("tuple", 3), 42, -7, 2.5, None, b"raw"]
 
@@ -94,50 +94,6 @@ def _sum_twice(key: str, values: Iterable[int]) -> Iterator[int]:
     total = sum(values)
     if not key.startswith("x"):
         yield from (total, -total)
-
-
-@settings(max_examples=300)
-@given(
-    groups=st.dictionaries(
-        st.text(alphabet="abxé\x00\U0001f600", max_size=4),
-        st.lists(st.integers(-5, 5), min_size=1, max_size=3),
-        max_size=40,
-    ),
-    cuts=st.lists(st.one_of(st.text(alphabet="abxé", max_size=3), st.integers()), max_size=4),
-    by_range=st.booleans(),
-    combiner=st.sampled_from([None, _sum_twice]),
-    reducers=st.integers(min_value=1, max_value=5),
-)
-def test_str_groups_are_cut_and_combined_as_partition_and_sort_does(
-    groups: dict[str, list[int]],
-    cuts: list[str | int],
-    by_range: bool,
-    combiner: Callable[[str, Iterable[int]], Iterator[int]] | None,
-    reducers: int,
-) -> None:
-    """The C path for ``str`` keys (sort_str_groups) gives the same pairs per partition
-    as the general one, for hash and range partitioners, with and without a combiner."""
-    if by_range:
-        boundaries = sorted({encode_key(c) for c in cuts})[: reducers - 1]
-        partition = make_partitioner(reducers, boundaries=boundaries)
-    else:
-        partition = make_partitioner(reducers)
-    general = partition_and_sort(
-        {k: list(vs) for k, vs in groups.items()}, partition, reducers, combiner
-    )
-    fast = sort_str_groups({k: list(vs) for k, vs in groups.items()}, partition, reducers, combiner)
-    assert fast is not None
-    expected = [
-        ([decode_key(kb) for kb, vs in part for _v in vs], [v for _kb, vs in part for v in vs])
-        for part in general
-    ]
-    assert [(list(keys), list(values)) for keys, values in fast] == expected
-
-
-def test_str_groups_leave_other_keys_and_partitioners_to_partition_and_sort() -> None:
-    assert sort_str_groups({"a": [1], 2: [3]}, make_partitioner(2), 2, None) is None
-    own = make_partitioner(2, partition_fn=lambda key, r: 0)
-    assert sort_str_groups({"a": [1]}, own, 2, None) is None
 
 
 @settings(max_examples=200)

@@ -57,7 +57,6 @@ from mapreduce.dataflow.sort import (
     partition_and_sort,
     passes_values_through,
     passthrough_lines,
-    sort_str_groups,
     sort_str_pairs,
 )
 from mapreduce.errors import BadRecordError
@@ -298,23 +297,25 @@ def _collector_paused() -> Iterator[None]:
             gc.enable()
 
 
-#: Buffers of tasks whose process ends after them (:func:`ending_with_the_process`).
-_left_to_exit: list[Any] = []
+#: In a process that ends after its task (:func:`ending_with_the_process`), the map
+#: buffers kept until the exit; None in any other.
+_kept_until_exit: list[MapOutput] | None = None
 
 
 def ending_with_the_process() -> None:
     """Say that this process ends (with ``os._exit``) after the task it runs next, as a
     worker's task process does: a map task then leaves its buffer to the exit instead
     of freeing its pairs one by one (a tenth of a sort map task's CPU)."""
-    _left_to_exit.append(None)
+    global _kept_until_exit
+    _kept_until_exit = []
 
 
 def _let_go(buffer: MapOutput) -> None:
     """Let go of a map task's buffer while the collector is still paused (its first
     collection would traverse every pair still alive): freed now, or, in a process
     that ends after the task, kept and hidden from the collector (:func:`gc.freeze`)."""
-    if _left_to_exit:
-        _left_to_exit.append(buffer)
+    if _kept_until_exit is not None:
+        _kept_until_exit.append(buffer)
         gc.freeze()
     else:
         buffer.clear()
@@ -421,11 +422,6 @@ class _MapBuffer:
                 for k, v in buffer:
                     grouped[k].append(v)
                 buffer = grouped
-            groups = sort_str_groups(
-                buffer, self.partitioner, self.spec.num_reducers, self.combine_fn
-            )
-            if groups is not None:
-                return [*groups]
             return [
                 *partition_and_sort(
                     buffer, self.partitioner, self.spec.num_reducers, self.combine_fn

@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import functools
 import heapq
 import itertools
 import operator
@@ -65,7 +64,7 @@ def partition_and_sort(
     """Split an in-memory buffer into R lists of groups sorted by key bytes.
 
     The combiner, if any, is applied to each key's values on the way; a key it
-    leaves no value of is dropped (as :func:`sort_str_groups` drops it).
+    leaves no value of is dropped (as :func:`combine_sorted_pairs` drops it).
     """
     by_range = isinstance(partitioner, RangeCuts)
     parts: list[list[Group]] = [[] for _ in range(1 if by_range else num_reducers)]
@@ -162,45 +161,6 @@ def combine_sorted_pairs(keys: list[str], values: list[Any], combine_fn: Combine
     return out_keys, out_values
 
 
-def sort_str_groups(
-    buffer: dict[Any, list[Any]],
-    partitioner: Partitioner,
-    num_reducers: int,
-    combine_fn: CombineFn | None,
-) -> list[StrPairs] | None:
-    """:func:`sort_str_pairs` for a buffer grouped by key, when every key is a ``str``:
-    each key's values (combined first when there is a combiner and more than one),
-    a pair per value, split into R partitions sorted by key.
-
-    The keys are sorted, partitioned and expanded by C code: no Python call per key
-    but the combiner's (and only for keys with several values).
-
-    Returns:
-        per partition, its keys (a key once per value) and values; None when some key
-        is not a ``str``, or the partitioner is the job's own (the caller uses
-        :func:`partition_and_sort`).
-    """
-    if not isinstance(partitioner, HashPartitioner | RangeCuts) or set(map(type, buffer)) - {str}:
-        return None
-    if combine_fn is not None:
-        several = list(itertools.compress(buffer, map(_more_than_one, map(len, buffer.values()))))
-        for key in several:
-            buffer[key] = list(combine_fn(key, iter(buffer[key])))
-    items = sorted(buffer.items(), key=_first)  # keys are unique: a sort of str keys
-    keys = list(map(_first, items))
-    lists = list(map(_second, items))
-    parts = []
-    for start, stop in _str_bounds(keys, partitioner, num_reducers, [keys, lists]):
-        part_keys, part_lists = keys[start:stop], lists[start:stop]
-        counts = list(map(len, part_lists))
-        if counts.count(1) == len(counts):
-            parts.append((part_keys, list(map(_first, part_lists))))
-        else:
-            expanded = list(itertools.chain.from_iterable(map(itertools.repeat, part_keys, counts)))
-            parts.append((expanded, list(itertools.chain.from_iterable(part_lists))))
-    return parts
-
-
 def _str_bounds(
     keys: list[str], partitioner: Partitioner, num_reducers: int, columns: list[list[Any]]
 ) -> list[tuple[int, int]]:
@@ -223,9 +183,6 @@ def _str_bounds(
         bounds = [bisect.bisect_left(parts, part) for part in range(num_reducers)]
     bounds += [len(keys)] * (num_reducers + 1 - len(bounds))
     return list(itertools.pairwise(bounds))
-
-
-_more_than_one = functools.partial(operator.lt, 1)
 
 
 def identity_reduce(key: Any, values: Iterable[Any]) -> Iterator[Any]:

@@ -330,9 +330,7 @@ def copy_partition(
         try:
             try:  # map outputs are never written again: a second name for the file will do
                 os.link(source, tmp)
-            except FileNotFoundError:
-                raise
-            except OSError:  # another file system, or links not allowed
+            except OSError:  # another file system, links not allowed (or no such file)
                 shutil.copyfile(source, tmp)
         except FileNotFoundError as exc:
             raise FetchError(f"map {map_index}: no partition {partition}") from exc
