@@ -113,3 +113,10 @@ def test_sorted_pairs_are_combined_key_by_key(
         combined = group if len(group) == 1 else list(combiner(key, iter(group)))
         expected += [(key, v) for v in combined]
     assert list(zip(keys, values, strict=True)) == expected
+
+
+def test_a_key_the_combiner_leaves_no_value_of_is_dropped() -> None:
+    """partition_and_sort, as combine_sorted_pairs: no empty group reaches a reducer."""
+    buffer: dict[object, list[int]] = {"xa": [1, 2], "b": [3, 4], 7: [5]}
+    (groups,) = partition_and_sort(buffer, make_partitioner(1), 1, _sum_twice)
+    assert groups == sorted([(encode_key("b"), [7, -7]), (encode_key(7), [5])])
