@@ -400,7 +400,16 @@ def test_the_local_stub_answers_as_the_grpc_stub_does(tmp_path: Path) -> None:
         request = client.build_submission(job)
         job_id = client.submit(local, request)
         assert client.submit(remote, request) == job_id  # a retried submission
-        here = local.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id))
+        # the job leaves "queued" when its output is prepared: compare it running
+        here = wait_for(
+            lambda: (
+                reply
+                if (reply := local.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id))).state
+                == "running"
+                else None
+            ),
+            "the job running",
+        )
         there = remote.GetJobStatus(pb.GetJobStatusRequest(job_id=job_id), timeout=10)
         assert (here.job_id, here.state, here.maps_total) == (job_id, there.state, 1)
         # the same output, busy: refused the same way

@@ -572,7 +572,7 @@ def _status(args: argparse.Namespace) -> int:
     print(f"master epoch {status.epoch}; {len(status.workers)} workers")
     for w in status.workers:
         print(
-            f"  {w.worker_id}  {w.address}  running {w.running}/{w.slots}  "
+            f"  {w.worker_id}  {w.address}  running {w.running} tasks ({w.slots} slots)  "
             f"last heartbeat {w.last_heartbeat_age:.1f}s ago"
             + (f"  paused: {w.paused}" if w.paused else "")
         )

@@ -21,7 +21,14 @@ from mapreduce.core import events as ev
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.policy import Failure, RetryPolicy, SkipNote, judge
 from mapreduce.core.spec import JobSpec
-from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
+from mapreduce.core.tasks import (
+    REDUCES_PER_SLOT,
+    Attempt,
+    AttemptState,
+    Task,
+    TaskKind,
+    TaskState,
+)
 
 #: How many lost workers, and failed attempts per job, the master remembers.
 MAX_LOST_WORKERS = 1000
@@ -430,10 +437,14 @@ class MasterState:
     def _task_requested(self, event: ev.TaskRequested, out: list[act.Action]) -> None:
         """Hand out up to ``free_slots`` tasks.
 
-        A worker has ``slots`` map slots and as many reduce slots (as Hadoop's
-        task trackers had), so reducers waiting for map output never keep maps
-        from running; reduces are handed out from the start and fetch map
-        outputs as they complete.
+        A worker has ``slots`` map slots and as many reduce slots (as Hadoop's task
+        trackers had), so reducers waiting for map output never keep maps from
+        running; reduces are handed out from the start and fetch map outputs as they
+        complete.  Once no map task is left to hand out, a worker may hold
+        :data:`REDUCES_PER_SLOT` times as many reduces: with more reduces than reduce
+        slots in the cluster, the next round fetches its inputs while the one before
+        still reduces, instead of after it.  (Not before: the reduces would pile up
+        on the workers that ask first.)
         """
         worker = self._current(event.worker_id, event.incarnation, out)
         if worker is None:
@@ -446,7 +457,7 @@ class MasterState:
         while free > 0 and job is not None and job.state is JobState.RUNNING:
             task = None
             for kind in (TaskKind.MAP, TaskKind.REDUCE):
-                if running[kind] < worker.slots:
+                if running[kind] < self._slots_for(job, worker, kind):
                     task = self._next_idle(job, kind) or self._backup_candidate(
                         job, kind, worker, event.now
                     )
@@ -458,13 +469,26 @@ class MasterState:
             running[task.kind] += 1
             free -= 1
 
-    def _next_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
+    def _slots_for(self, job: JobRecord, worker: WorkerInfo, kind: TaskKind) -> int:
+        """How many attempts of ``kind`` ``worker`` may run (see :meth:`_task_requested`)."""
+        if kind is TaskKind.REDUCE and self._first_idle(job, TaskKind.MAP) is None:
+            return REDUCES_PER_SLOT * worker.slots
+        return worker.slots
+
+    def _first_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
+        """The idle task of ``kind`` with the lowest index, left in the idle heap."""
         heap = job.idle[kind]
         tasks = job.tasks(kind)
         # Entries of tasks that left IDLE since they were pushed are dropped here.
         while heap and tasks[heap[0]].state is not TaskState.IDLE:
             heapq.heappop(heap)
-        return tasks[heapq.heappop(heap)] if heap else None
+        return tasks[heap[0]] if heap else None
+
+    def _next_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
+        task = self._first_idle(job, kind)
+        if task is not None:
+            heapq.heappop(job.idle[kind])
+        return task
 
     def _backup_candidate(
         self, job: JobRecord, kind: TaskKind, worker: WorkerInfo, now: float
@@ -475,12 +499,14 @@ class MasterState:
         if kind is TaskKind.REDUCE and not job.all_done(TaskKind.MAP):
             return None  # reducers wait for maps: that is not straggling
         tasks = job.tasks(kind)
+        # a reduce attempt's own work starts when the last map's output is there
+        since = (job.maps_done_at or 0.0) if kind is TaskKind.REDUCE else 0.0
         for index in job.in_progress[kind]:  # oldest first
             task = tasks[index]
             attempts = task.running()
             if len(attempts) != 1 or attempts[0].worker_id == worker.worker_id:
                 continue
-            if now - attempts[0].started < self.config.backup_after:
+            if now - max(attempts[0].started, since) < self.config.backup_after:
                 return None  # the rest started later still
             return task
         return None
