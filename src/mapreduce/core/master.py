@@ -457,7 +457,11 @@ class MasterState:
         while free > 0 and job is not None and job.state is JobState.RUNNING:
             task = None
             for kind in (TaskKind.MAP, TaskKind.REDUCE):
-                if running[kind] < self._slots_for(job, worker, kind):
+                if running[kind] < worker.slots or (
+                    kind is TaskKind.REDUCE
+                    and running[kind] < REDUCES_PER_SLOT * worker.slots
+                    and self._first_idle(job, TaskKind.MAP) is None
+                ):
                     task = self._next_idle(job, kind) or self._backup_candidate(
                         job, kind, worker, event.now
                     )
@@ -468,12 +472,6 @@ class MasterState:
             out.append(self._start_attempt(job, task, worker, event.now))
             running[task.kind] += 1
             free -= 1
-
-    def _slots_for(self, job: JobRecord, worker: WorkerInfo, kind: TaskKind) -> int:
-        """How many attempts of ``kind`` ``worker`` may run (see :meth:`_task_requested`)."""
-        if kind is TaskKind.REDUCE and self._first_idle(job, TaskKind.MAP) is None:
-            return REDUCES_PER_SLOT * worker.slots
-        return worker.slots
 
     def _first_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
         """The idle task of ``kind`` with the lowest index, left in the idle heap."""
