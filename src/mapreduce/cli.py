@@ -197,7 +197,12 @@ def _add_cluster_parsers(
         "removed when the worker stops)",
     )
     worker.add_argument(
-        "--slots", type=int, default=1, metavar="N", help="tasks run at once (default 1)"
+        "--slots",
+        type=int,
+        default=1,
+        metavar="N",
+        help="map tasks run at once, and as many reduce tasks (twice as many once the job "
+        "has no map task left to hand out: the next reduces fetch meanwhile) (default 1)",
     )
     worker.add_argument(
         "--fail-after",
