@@ -8,6 +8,7 @@ here is stopped on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import secrets
@@ -136,6 +137,9 @@ class EmbeddedCluster:
     process that has not used gRPC yet may do that (``mapreduce run`` does it);
     when this process has another thread, the workers are started as new
     interpreters anyway, as workers added later by :meth:`start_worker` always are.
+    The objects made so far are then frozen (:func:`gc.freeze`: shared with the
+    workers, no collection traverses them again), and collections are enabled once
+    the master serves (``mapreduce run`` pauses them while it imports).
     """
 
     def __init__(
@@ -180,6 +184,10 @@ class EmbeddedCluster:
                 from mapreduce.worker.executor import single_threaded
 
                 if single_threaded():
+                    # What is imported so far is shared with the workers (copy-on-write)
+                    # and lives as long as the processes: no collection traverses it
+                    # again (this is the pattern of gc.freeze's documentation).
+                    gc.freeze()
                     for i in range(self.num_workers):
                         address_pipes.append(self._fork_worker(i, address_pipes))
             # The master's own modules are imported once the workers are forked (which
@@ -190,6 +198,8 @@ class EmbeddedCluster:
             self.driver = MasterDriver(self.config)
             self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
+            if self.fork:
+                gc.enable()  # `mapreduce run` pauses collections until here (see cli._run)
             for pipe in address_pipes:
                 os.write(pipe, self.address.encode() + b"\n")
             if self.chaos is not None:
@@ -295,6 +305,7 @@ class EmbeddedCluster:
         if pid == 0:  # the worker
             code = 1
             try:
+                gc.enable()  # the worker collects, whether or not the run process does yet
                 os.setsid()  # Ctrl-C reaches the run process, which stops the workers
                 from mapreduce.worker.executor import die_with_parent
 
