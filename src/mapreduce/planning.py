@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import itertools
 import os
-import uuid
+import secrets
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -96,7 +96,7 @@ class JobOptions:
 
 
 def new_job_id() -> str:
-    return "job-" + uuid.uuid4().hex[:12]
+    return "job-" + secrets.token_hex(6)
 
 
 def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:

@@ -20,7 +20,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -172,7 +171,7 @@ class Worker:
         self.registry = MapOutputRegistry()
         # The incarnation is a credential: a report counts only with the incarnation its
         # attempt was assigned to, and the master never shows it.
-        self.incarnation = uuid.uuid4().hex
+        self.incarnation = secrets.token_hex(16)
         self.key = ""  # see worker_key(), read when the work directory exists
         self.running: dict[AttemptRef, _Running] = {}
         self.lock = threading.Lock()
@@ -365,7 +364,7 @@ class Worker:
         self.epoch = 0  # the fence is per incarnation: a new master may count from 1 again
         # The new incarnation is used only once the master knows it: a request made with it
         # before would be told to register again, and a second new incarnation would follow.
-        incarnation = uuid.uuid4().hex
+        incarnation = secrets.token_hex(16)
         self._register(incarnation=incarnation)
         self.incarnation = incarnation
 
@@ -863,7 +862,7 @@ def _free_bytes(directory: str) -> int:
 def _can_write(directory: str) -> bool:
     """Whether a small file can be written and synced in ``directory`` (a failing disk
     cannot)."""
-    path = os.path.join(directory, f".probe-{uuid.uuid4().hex}")
+    path = os.path.join(directory, f".probe-{secrets.token_hex(16)}")
     try:
         with open(path, "wb") as f:
             f.write(b"\0" * 4096)
