@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import secrets
@@ -243,6 +244,9 @@ class Worker:
         self.worker_id = self.config.name or self.address
         master = self.config.master
         if not master and self.config.master_from is not None:
+            # While the master starts: gRPC imports the module of its channels with the
+            # first one (4 ms), which would delay this worker's registration.
+            importlib.import_module("grpc._channel")
             master = self.config.master_from()
         self.master = MasterClient(master, self.security)
         self._register()
