@@ -34,7 +34,7 @@ from mapreduce.rpc.security import Security
 
 if TYPE_CHECKING:
     from mapreduce.master.driver import MasterDriver
-    from mapreduce.web.server import StatusServer
+    from mapreduce.web.listener import LazyStatusServer
 
 
 class WorkerProcess(Protocol):
@@ -164,7 +164,7 @@ class EmbeddedCluster:
         self.chaos_seed = chaos_seed
         self._chaos_stop = threading.Event()
         self._chaos_thread: threading.Thread | None = None
-        self.status_server: StatusServer | None = None
+        self.status_server: LazyStatusServer | None = None
         self.driver: MasterDriver | None = None
         self.server: grpc.Server | None = None
 
@@ -221,15 +221,16 @@ class EmbeddedCluster:
                 os.close(pipe)  # a forked worker that got no address exits
         return self
 
-    def serve_status_page(self, port: int) -> StatusServer:
+    def serve_status_page(self, port: int) -> LazyStatusServer:
         """Serve the master's status pages on 127.0.0.1:``port`` (0: any free port), as
         ``http_port`` does, unless they are served already."""
         if self.status_server is None:
             assert self.driver is not None, "the cluster has not started"
-            # imported here, after the workers are forked: they never serve it
-            from mapreduce.web.server import StatusServer
+            # imported here, after the workers are forked: they never serve it (and it
+            # imports the HTTP server and the pages at the first visit)
+            from mapreduce.web.listener import LazyStatusServer
 
-            self.status_server = StatusServer(
+            self.status_server = LazyStatusServer(
                 self.driver, "127.0.0.1", port, self.security.secret
             ).start()
         return self.status_server
