@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from mapreduce.core.tasks import TaskKind
+from mapreduce.core.values import value
 
 
-@dataclass(frozen=True)
+@value
 class AssignTask:
     """Run attempt ``attempt`` of a task on the worker, skipping the records in ``skip``."""
 
@@ -21,7 +20,7 @@ class AssignTask:
     epoch: int = 0
 
 
-@dataclass(frozen=True)
+@value
 class KillAttempt:
     """Stop an attempt (a backup lost the race, its job ended, or it made no progress)."""
 
@@ -34,7 +33,7 @@ class KillAttempt:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class AnnounceMapOutput:
     """Map task ``index``'s output is at ``address`` (attempt ``attempt``): reducers fetch it."""
 
@@ -45,7 +44,7 @@ class AnnounceMapOutput:
     address: str
 
 
-@dataclass(frozen=True)
+@value
 class RetractMapOutput:
     """Map task ``index``'s output (attempt ``attempt``) is lost: reducers wait for a new one."""
 
@@ -54,7 +53,7 @@ class RetractMapOutput:
     attempt: int
 
 
-@dataclass(frozen=True)
+@value
 class GrantCommit:
     """The reduce attempt may rename its output into place (grants are fenced by ``epoch``)."""
 
@@ -66,7 +65,7 @@ class GrantCommit:
     epoch: int = 0
 
 
-@dataclass(frozen=True)
+@value
 class DenyCommit:
     worker_id: str
     incarnation: str
@@ -75,7 +74,7 @@ class DenyCommit:
     attempt: int
 
 
-@dataclass(frozen=True)
+@value
 class ReRegisterWorker:
     """The worker's incarnation is unknown or was declared dead: it must register anew."""
 
@@ -83,7 +82,7 @@ class ReRegisterWorker:
     incarnation: str
 
 
-@dataclass(frozen=True)
+@value
 class WorkerLost:
     """The master declared a worker incarnation dead."""
 
@@ -92,7 +91,7 @@ class WorkerLost:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class PrepareOutput:
     """The job's turn has come: prepare its output (take its lock, make its staging
     directory), then report back with ``JobStarted`` or ``JobStartFailed``.  Queued jobs
@@ -101,14 +100,14 @@ class PrepareOutput:
     job_id: str
 
 
-@dataclass(frozen=True)
+@value
 class CommitJob:
     """Every reduce partition is committed: commit the job's output, then report back."""
 
     job_id: str
 
 
-@dataclass(frozen=True)
+@value
 class AbortJob:
     """The job failed or was cancelled: remove what it staged; ``reason`` says why."""
 
@@ -116,7 +115,7 @@ class AbortJob:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class RefuseJob:
     """A submission is refused (another running job writes the same output)."""
 

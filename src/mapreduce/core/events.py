@@ -20,14 +20,15 @@ Two kinds of events:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import field
 
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
+from mapreduce.core.values import value
 
 
-@dataclass(frozen=True)
+@value
 class MasterStarted:
     """A master process started on this state (the journal's ``epoch``-th start), with the
     settings it decides by from now on."""
@@ -37,7 +38,7 @@ class MasterStarted:
     config: MasterConfig = field(default_factory=MasterConfig)
 
 
-@dataclass(frozen=True)
+@value
 class JobSubmitted:
     """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks.
 
@@ -56,7 +57,7 @@ class JobSubmitted:
         return self.spec.job_id
 
 
-@dataclass(frozen=True)
+@value
 class JobStarted:
     """The job's output was prepared (its lock taken, its staging directory made): it runs."""
 
@@ -64,7 +65,7 @@ class JobStarted:
     job_id: str
 
 
-@dataclass(frozen=True)
+@value
 class JobStartFailed:
     """The job's output could not be prepared when its turn came: it fails without running."""
 
@@ -73,7 +74,7 @@ class JobStartFailed:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class JobCommitted:
     """The job's output was committed (``_SUCCESS`` written, directory in place)."""
 
@@ -81,7 +82,7 @@ class JobCommitted:
     job_id: str
 
 
-@dataclass(frozen=True)
+@value
 class JobCommitFailed:
     """Committing the job's output failed (the output was left as it was)."""
 
@@ -90,14 +91,14 @@ class JobCommitFailed:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class JobCancelled:
     now: float
     job_id: str
     reason: str = "cancelled by the user"
 
 
-@dataclass(frozen=True)
+@value
 class WorkerRegistered:
     """A worker process started (a new ``incarnation``) and can run ``slots`` tasks at once.
 
@@ -120,7 +121,7 @@ class WorkerRegistered:
     key_digest: str = ""
 
 
-@dataclass(frozen=True)
+@value
 class MapOutputRef:
     """Names the output of one map attempt on a worker's disk."""
 
@@ -129,7 +130,7 @@ class MapOutputRef:
     attempt: int
 
 
-@dataclass(frozen=True)
+@value
 class WorkerExpired:
     """Liveness found a worker incarnation silent for too long: it is dead."""
 
@@ -139,7 +140,7 @@ class WorkerExpired:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class AttemptStalled:
     """Liveness found a running attempt that made no progress for too long."""
 
@@ -148,7 +149,7 @@ class AttemptStalled:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class HeartbeatReceived:
     """A worker is alive; ``progressed`` lists the attempts it runs that made progress;
     ``paused`` says why it takes no task now (its disk is full), or is empty."""
@@ -160,7 +161,7 @@ class HeartbeatReceived:
     paused: str = ""
 
 
-@dataclass(frozen=True)
+@value
 class AttemptRef:
     """Names one attempt of one task."""
 
@@ -170,7 +171,7 @@ class AttemptRef:
     attempt: int
 
 
-@dataclass(frozen=True)
+@value
 class TaskRequested:
     """A worker asks for up to ``free_slots`` tasks."""
 
@@ -180,7 +181,7 @@ class TaskRequested:
     free_slots: int = 1
 
 
-@dataclass(frozen=True)
+@value
 class MapTaskSucceeded:
     """A map attempt finished; its R partitions are on the worker's disk."""
 
@@ -192,7 +193,7 @@ class MapTaskSucceeded:
     has_log: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class ReduceCommitRequested:
     """A reduce attempt wrote its output and asks whether it may commit (rename) it."""
 
@@ -202,7 +203,7 @@ class ReduceCommitRequested:
     ref: AttemptRef
 
 
-@dataclass(frozen=True)
+@value
 class ReduceTaskSucceeded:
     """A reduce attempt that was granted the commit renamed its output into place."""
 
@@ -214,7 +215,7 @@ class ReduceTaskSucceeded:
     has_log: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class TaskFailed:
     """An attempt failed; ``record`` names the record user code crashed on, if any (its id:
     the offset of a map input record, the hex of a reduce key), ``label`` where it is
@@ -237,7 +238,7 @@ class TaskFailed:
     label: str = ""
 
 
-@dataclass(frozen=True)
+@value
 class FetchFailed:
     """A reduce attempt could not fetch the output of attempt ``map_attempt`` of a map task."""
 
@@ -249,7 +250,7 @@ class FetchFailed:
     map_attempt: int
 
 
-@dataclass(frozen=True)
+@value
 class Tick:
     """Time passed: check heartbeat expiry, progress timeouts and backups."""
 

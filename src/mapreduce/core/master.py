@@ -22,6 +22,7 @@ from mapreduce.core.config import MasterConfig
 from mapreduce.core.policy import Failure, RetryPolicy, SkipNote, judge
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
+from mapreduce.core.values import value
 
 #: How many lost workers, and failed attempts per job, the master remembers.
 MAX_LOST_WORKERS = 1000
@@ -59,7 +60,7 @@ class WorkerInfo:
     completed_maps: set[tuple[str, int]] = field(default_factory=set)
 
 
-@dataclass(frozen=True)
+@value
 class LostWorker:
     """A worker incarnation the master declared dead, for the status pages."""
 
@@ -69,7 +70,7 @@ class LostWorker:
     at: float
 
 
-@dataclass(frozen=True)
+@value
 class FailedAttempt:
     """A failed attempt, as the status page and ``mapreduce logs`` show it."""
 
@@ -94,7 +95,7 @@ class FailedAttempt:
         )
 
 
-@dataclass(frozen=True)
+@value
 class MapOutputEntry:
     """One line of a job's map-output log: an output announced, or retracted when lost."""
 

@@ -26,13 +26,14 @@ from typing import Protocol
 
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
+from mapreduce.core.values import value
 
 #: What a skipped record is said to have done when its failure's reason is unknown
 #: (journals written before failures carried their reason apart from the record).
 UNKNOWN_REASON = "crashed user code in repeated attempts"
 
 
-@dataclass(frozen=True)
+@value
 class RetryPolicy:
     """The numbers the rule decides by (a job's spec and the master's settings give them)."""
 
@@ -52,7 +53,7 @@ class RetryPolicy:
         )
 
 
-@dataclass(frozen=True)
+@value
 class Failure:
     """One failed attempt, as the rule sees it.
 
@@ -70,7 +71,7 @@ class Failure:
     infrastructure: bool = False
 
 
-@dataclass(frozen=True)
+@value
 class SkipNote:
     """A record the job skipped, as ``_summary.json`` lists it."""
 
@@ -79,7 +80,7 @@ class SkipNote:
     reason: str
 
 
-@dataclass(frozen=True)
+@value
 class Verdict:
     """What follows from one failed attempt.
 

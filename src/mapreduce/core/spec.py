@@ -12,7 +12,9 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from dataclasses import dataclass, field
+from dataclasses import field
+
+from mapreduce.core.values import value
 
 #: Limits a spec must respect, so that no submission can exhaust the master.
 MAX_REDUCERS = 100_000
@@ -39,7 +41,7 @@ class InvalidSpec(ValueError):
     """A job spec breaks a rule; the message names the field."""
 
 
-@dataclass(frozen=True)
+@value
 class InputSplit:
     """A byte range ``[start, end)`` of one input file: the input of one map task.
 
@@ -52,7 +54,7 @@ class InputSplit:
     end: int
 
 
-@dataclass(frozen=True)
+@value
 class JobSpec:
     """Everything about a job: its code, how its input is read, how it runs, where it writes.
 

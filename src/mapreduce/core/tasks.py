@@ -6,6 +6,7 @@ import enum
 from dataclasses import dataclass, field
 
 from mapreduce.core.policy import SkipNote
+from mapreduce.core.values import value
 
 
 class TaskKind(enum.Enum):
@@ -37,7 +38,7 @@ MAX_COUNTERS = 1000
 MAX_COUNTER_NAME = 256
 
 
-@dataclass(frozen=True)
+@value
 class TaskStats:
     """What a successful attempt reports about its work."""
 
