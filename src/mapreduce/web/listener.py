@@ -54,11 +54,15 @@ class LazyStatusServer:
             ready = [key.fileobj for key, _ in selector.select()]
         if self._wake_r in ready:
             return
-        from mapreduce.web.server import StatusServer
+        try:
+            from mapreduce.web.server import StatusServer
 
-        self.server = StatusServer(
-            self._driver, self._host, self.port, self._secret, sock=self._sock
-        ).start()
+            self.server = StatusServer(
+                self._driver, self._host, self.port, self._secret, sock=self._sock
+            ).start()
+        except BaseException:
+            self._sock.close()  # refuse connections rather than leave them waiting
+            raise
 
     def start(self) -> LazyStatusServer:
         self._thread.start()
