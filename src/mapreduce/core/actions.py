@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mapreduce.core.tasks import TaskKind
-from mapreduce.core.values import value
 
 
-@value
+@dataclass(frozen=True)
 class AssignTask:
     """Run attempt ``attempt`` of a task on the worker, skipping the records in ``skip``."""
 
@@ -20,7 +21,7 @@ class AssignTask:
     epoch: int = 0
 
 
-@value
+@dataclass(frozen=True)
 class KillAttempt:
     """Stop an attempt (a backup lost the race, its job ended, or it made no progress)."""
 
@@ -33,7 +34,7 @@ class KillAttempt:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class AnnounceMapOutput:
     """Map task ``index``'s output is at ``address`` (attempt ``attempt``): reducers fetch it."""
 
@@ -44,7 +45,7 @@ class AnnounceMapOutput:
     address: str
 
 
-@value
+@dataclass(frozen=True)
 class RetractMapOutput:
     """Map task ``index``'s output (attempt ``attempt``) is lost: reducers wait for a new one."""
 
@@ -53,7 +54,7 @@ class RetractMapOutput:
     attempt: int
 
 
-@value
+@dataclass(frozen=True)
 class GrantCommit:
     """The reduce attempt may rename its output into place (grants are fenced by ``epoch``)."""
 
@@ -65,7 +66,7 @@ class GrantCommit:
     epoch: int = 0
 
 
-@value
+@dataclass(frozen=True)
 class DenyCommit:
     worker_id: str
     incarnation: str
@@ -74,7 +75,7 @@ class DenyCommit:
     attempt: int
 
 
-@value
+@dataclass(frozen=True)
 class ReRegisterWorker:
     """The worker's incarnation is unknown or was declared dead: it must register anew."""
 
@@ -82,7 +83,7 @@ class ReRegisterWorker:
     incarnation: str
 
 
-@value
+@dataclass(frozen=True)
 class WorkerLost:
     """The master declared a worker incarnation dead."""
 
@@ -91,7 +92,7 @@ class WorkerLost:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class PrepareOutput:
     """The job's turn has come: prepare its output (take its lock, make its staging
     directory), then report back with ``JobStarted`` or ``JobStartFailed``.  Queued jobs
@@ -100,14 +101,14 @@ class PrepareOutput:
     job_id: str
 
 
-@value
+@dataclass(frozen=True)
 class CommitJob:
     """Every reduce partition is committed: commit the job's output, then report back."""
 
     job_id: str
 
 
-@value
+@dataclass(frozen=True)
 class AbortJob:
     """The job failed or was cancelled: remove what it staged; ``reason`` says why."""
 
@@ -115,7 +116,7 @@ class AbortJob:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class RefuseJob:
     """A submission is refused (another running job writes the same output)."""
 

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from mapreduce.core.spec import DEFAULT_MAX_MAPS, DEFAULT_MAX_REDUCERS, MAX_REDUCERS, MAX_SPLITS
-from mapreduce.core.values import value
 
 
-@value
+@dataclass(frozen=True)
 class MasterConfig:
     """Timeouts and limits of the master, in seconds of its monotonic clock.
 

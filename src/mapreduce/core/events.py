@@ -20,15 +20,14 @@ Two kinds of events:
 
 from __future__ import annotations
 
-from dataclasses import field
+from dataclasses import dataclass, field
 
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import TaskKind, TaskStats
-from mapreduce.core.values import value
 
 
-@value
+@dataclass(frozen=True)
 class MasterStarted:
     """A master process started on this state (the journal's ``epoch``-th start), with the
     settings it decides by from now on."""
@@ -38,7 +37,7 @@ class MasterStarted:
     config: MasterConfig = field(default_factory=MasterConfig)
 
 
-@value
+@dataclass(frozen=True)
 class JobSubmitted:
     """A job was submitted: one map task per split, ``spec.num_reducers`` reduce tasks.
 
@@ -57,7 +56,7 @@ class JobSubmitted:
         return self.spec.job_id
 
 
-@value
+@dataclass(frozen=True)
 class JobStarted:
     """The job's output was prepared (its lock taken, its staging directory made): it runs."""
 
@@ -65,7 +64,7 @@ class JobStarted:
     job_id: str
 
 
-@value
+@dataclass(frozen=True)
 class JobStartFailed:
     """The job's output could not be prepared when its turn came: it fails without running."""
 
@@ -74,7 +73,7 @@ class JobStartFailed:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class JobCommitted:
     """The job's output was committed (``_SUCCESS`` written, directory in place)."""
 
@@ -82,7 +81,7 @@ class JobCommitted:
     job_id: str
 
 
-@value
+@dataclass(frozen=True)
 class JobCommitFailed:
     """Committing the job's output failed (the output was left as it was)."""
 
@@ -91,14 +90,14 @@ class JobCommitFailed:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class JobCancelled:
     now: float
     job_id: str
     reason: str = "cancelled by the user"
 
 
-@value
+@dataclass(frozen=True)
 class WorkerRegistered:
     """A worker process started (a new ``incarnation``) and can run ``slots`` tasks at once.
 
@@ -121,7 +120,7 @@ class WorkerRegistered:
     key_digest: str = ""
 
 
-@value
+@dataclass(frozen=True)
 class MapOutputRef:
     """Names the output of one map attempt on a worker's disk."""
 
@@ -130,7 +129,7 @@ class MapOutputRef:
     attempt: int
 
 
-@value
+@dataclass(frozen=True)
 class WorkerExpired:
     """Liveness found a worker incarnation silent for too long: it is dead."""
 
@@ -140,7 +139,7 @@ class WorkerExpired:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class AttemptStalled:
     """Liveness found a running attempt that made no progress for too long."""
 
@@ -149,7 +148,7 @@ class AttemptStalled:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class HeartbeatReceived:
     """A worker is alive; ``progressed`` lists the attempts it runs that made progress;
     ``paused`` says why it takes no task now (its disk is full), or is empty."""
@@ -161,7 +160,7 @@ class HeartbeatReceived:
     paused: str = ""
 
 
-@value
+@dataclass(frozen=True)
 class AttemptRef:
     """Names one attempt of one task."""
 
@@ -171,7 +170,7 @@ class AttemptRef:
     attempt: int
 
 
-@value
+@dataclass(frozen=True)
 class TaskRequested:
     """A worker asks for up to ``free_slots`` tasks."""
 
@@ -181,7 +180,7 @@ class TaskRequested:
     free_slots: int = 1
 
 
-@value
+@dataclass(frozen=True)
 class MapTaskSucceeded:
     """A map attempt finished; its R partitions are on the worker's disk."""
 
@@ -193,7 +192,7 @@ class MapTaskSucceeded:
     has_log: bool = False
 
 
-@value
+@dataclass(frozen=True)
 class ReduceCommitRequested:
     """A reduce attempt wrote its output and asks whether it may commit (rename) it."""
 
@@ -203,7 +202,7 @@ class ReduceCommitRequested:
     ref: AttemptRef
 
 
-@value
+@dataclass(frozen=True)
 class ReduceTaskSucceeded:
     """A reduce attempt that was granted the commit renamed its output into place."""
 
@@ -215,7 +214,7 @@ class ReduceTaskSucceeded:
     has_log: bool = False
 
 
-@value
+@dataclass(frozen=True)
 class TaskFailed:
     """An attempt failed; ``record`` names the record user code crashed on, if any (its id:
     the offset of a map input record, the hex of a reduce key), ``label`` where it is
@@ -238,7 +237,7 @@ class TaskFailed:
     label: str = ""
 
 
-@value
+@dataclass(frozen=True)
 class FetchFailed:
     """A reduce attempt could not fetch the output of attempt ``map_attempt`` of a map task."""
 
@@ -250,7 +249,7 @@ class FetchFailed:
     map_attempt: int
 
 
-@value
+@dataclass(frozen=True)
 class Tick:
     """Time passed: check heartbeat expiry, progress timeouts and backups."""
 

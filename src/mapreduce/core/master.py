@@ -22,7 +22,6 @@ from mapreduce.core.config import MasterConfig
 from mapreduce.core.policy import Failure, RetryPolicy, SkipNote, judge
 from mapreduce.core.spec import JobSpec
 from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
-from mapreduce.core.values import value
 
 #: How many lost workers, and failed attempts per job, the master remembers.
 MAX_LOST_WORKERS = 1000
@@ -60,7 +59,7 @@ class WorkerInfo:
     completed_maps: set[tuple[str, int]] = field(default_factory=set)
 
 
-@value
+@dataclass(frozen=True)
 class LostWorker:
     """A worker incarnation the master declared dead, for the status pages."""
 
@@ -70,7 +69,7 @@ class LostWorker:
     at: float
 
 
-@value
+@dataclass(frozen=True)
 class FailedAttempt:
     """A failed attempt, as the status page and ``mapreduce logs`` show it."""
 
@@ -95,7 +94,7 @@ class FailedAttempt:
         )
 
 
-@value
+@dataclass(frozen=True)
 class MapOutputEntry:
     """One line of a job's map-output log: an output announced, or retracted when lost."""
 

@@ -26,14 +26,13 @@ from typing import Protocol
 
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.spec import JobSpec
-from mapreduce.core.values import value
 
 #: What a skipped record is said to have done when its failure's reason is unknown
 #: (journals written before failures carried their reason apart from the record).
 UNKNOWN_REASON = "crashed user code in repeated attempts"
 
 
-@value
+@dataclass(frozen=True)
 class RetryPolicy:
     """The numbers the rule decides by (a job's spec and the master's settings give them)."""
 
@@ -53,7 +52,7 @@ class RetryPolicy:
         )
 
 
-@value
+@dataclass(frozen=True)
 class Failure:
     """One failed attempt, as the rule sees it.
 
@@ -71,7 +70,7 @@ class Failure:
     infrastructure: bool = False
 
 
-@value
+@dataclass(frozen=True)
 class SkipNote:
     """A record the job skipped, as ``_summary.json`` lists it."""
 
@@ -80,7 +79,7 @@ class SkipNote:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class Verdict:
     """What follows from one failed attempt.
 

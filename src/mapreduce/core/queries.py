@@ -8,6 +8,7 @@ here changes the state; every value returned is frozen or a fresh copy.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.liveness import Liveness
@@ -20,7 +21,6 @@ from mapreduce.core.master import (
 )
 from mapreduce.core.policy import UNKNOWN_REASON
 from mapreduce.core.tasks import AttemptState, Task, TaskKind, TaskState
-from mapreduce.core.values import value
 from mapreduce.summary import JobSummary, SkippedRecord
 
 #: The task table of a job page lists at most this many tasks.
@@ -30,7 +30,7 @@ MAX_TASK_ROWS = 1000
 LogReader = Callable[[str, TaskKind, int, int], str]
 
 
-@value
+@dataclass(frozen=True)
 class TaskCounts:
     total: int
     idle: int
@@ -38,7 +38,7 @@ class TaskCounts:
     completed: int
 
 
-@value
+@dataclass(frozen=True)
 class JobBrief:
     """A job's state, task counts and progress."""
 
@@ -56,7 +56,7 @@ class JobBrief:
     input_bytes_total: int
 
 
-@value
+@dataclass(frozen=True)
 class WorkerBrief:
     id: str
     address: str
@@ -68,7 +68,7 @@ class WorkerBrief:
     reason: str
 
 
-@value
+@dataclass(frozen=True)
 class ClusterSnapshot:
     uptime_seconds: float
     epoch: int
@@ -76,7 +76,7 @@ class ClusterSnapshot:
     jobs: tuple[JobBrief, ...]
 
 
-@value
+@dataclass(frozen=True)
 class AttemptRow:
     attempt: int
     worker: str
@@ -85,7 +85,7 @@ class AttemptRow:
     seconds: float | None
 
 
-@value
+@dataclass(frozen=True)
 class TaskRow:
     id: str
     kind: str
@@ -96,7 +96,7 @@ class TaskRow:
     output_records: int | None
 
 
-@value
+@dataclass(frozen=True)
 class JobDetail:
     """Everything about one job: its brief, summary (counters), failures and task table."""
 
@@ -107,7 +107,7 @@ class JobDetail:
     tasks_total: int
 
 
-@value
+@dataclass(frozen=True)
 class AttemptLog:
     attempt: int
     worker: str
@@ -367,7 +367,7 @@ def attempts_to_kill(state: MasterState, running: list[AttemptRef]) -> list[Atte
     return [ref for ref in running if not state.attempt_running(ref)]
 
 
-@value
+@dataclass(frozen=True)
 class Totals:
     """Sums over every job: what ``/metrics`` exports."""
 

@@ -12,9 +12,7 @@ from __future__ import annotations
 import dataclasses
 import posixpath
 import re
-from dataclasses import field
-
-from mapreduce.core.values import value
+from dataclasses import dataclass, field
 
 #: Limits a spec must respect, so that no submission can exhaust the master.
 MAX_REDUCERS = 100_000
@@ -41,7 +39,7 @@ class InvalidSpec(ValueError):
     """A job spec breaks a rule; the message names the field."""
 
 
-@value
+@dataclass(frozen=True)
 class InputSplit:
     """A byte range ``[start, end)`` of one input file: the input of one map task.
 
@@ -54,7 +52,7 @@ class InputSplit:
     end: int
 
 
-@value
+@dataclass(frozen=True)
 class JobSpec:
     """Everything about a job: its code, how its input is read, how it runs, where it writes.
 

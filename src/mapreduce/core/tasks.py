@@ -6,7 +6,6 @@ import enum
 from dataclasses import dataclass, field
 
 from mapreduce.core.policy import SkipNote
-from mapreduce.core.values import value
 
 
 class TaskKind(enum.Enum):
@@ -38,7 +37,7 @@ MAX_COUNTERS = 1000
 MAX_COUNTER_NAME = 256
 
 
-@value
+@dataclass(frozen=True)
 class TaskStats:
     """What a successful attempt reports about its work."""
 
