@@ -195,9 +195,12 @@ def mapreduce_command() -> tuple[list[str], dict[str, str]]:
 
     The checkout's sources are compiled to ``__pycache__`` first, as a first run
     leaves them: with ``PYTHONDONTWRITEBYTECODE`` set (some sandboxes and CI do)
-    every process of every run would compile them again (about 0.04 s each).
+    every process of every run would compile them again (about 0.04 s each).  All of
+    them, always (``force``): compileall keeps a ``.pyc`` whose source has the same
+    modification second, but the importer also compares the size, so a source edited
+    within a second of its compilation would be compiled again by every process.
     """
-    compileall.compile_dir(str(REPO / "src"), quiet=1)
+    compileall.compile_dir(str(REPO / "src"), quiet=1, force=True)
     env = dict(os.environ)
     src = str(REPO / "src")
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [src, env.get("PYTHONPATH")]))

@@ -544,3 +544,39 @@ def test_pages_need_the_cluster_secret_and_a_browser_logs_in() -> None:
         assert secret.decode() not in cluster.status_server.login_url
         with fresh.open(f"{base}/api/jobs", timeout=10) as reply:
             assert json.loads(reply.read()) == []
+
+
+def test_the_embedded_status_page_binds_at_once_and_serves_from_its_first_visit() -> None:
+    """The run's page (LazyStatusServer) holds its port from the start, makes the HTTP
+    server only when visited, checks the secret as the master daemon's does, and stops
+    cleanly whether it was visited or not."""
+    import sys
+
+    from mapreduce.master.driver import MasterDriver
+    from mapreduce.web.listener import LazyStatusServer
+
+    secret = b"s" * 64
+    driver = MasterDriver(MasterConfig())
+    driver.lead()
+    unvisited = LazyStatusServer(driver, "127.0.0.1", 0, secret).start()
+    with pytest.raises(OSError):  # the port is taken already
+        socket.create_server(("127.0.0.1", unvisited.port))
+    unvisited.stop()
+    page = LazyStatusServer(driver, "127.0.0.1", 0, secret).start()
+    try:
+        assert page.login_url == f"{page.url}?token={status_token(secret)}"
+        with urllib.request.urlopen(page.url + "health", timeout=10) as reply:
+            assert reply.read() == b"ok (leader)\n"
+        assert "mapreduce.web.server" in sys.modules
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(page.url + "api/cluster", timeout=10)
+        assert refused.value.code == 401
+        request = urllib.request.Request(
+            page.url + "api/cluster", headers={"Authorization": f"Bearer {secret.decode()}"}
+        )
+        with urllib.request.urlopen(request, timeout=10) as reply:
+            assert json.loads(reply.read())["workers"] == []
+    finally:
+        page.stop()
+    with pytest.raises(urllib.error.URLError):
+        urllib.request.urlopen(page.url + "health", timeout=5)

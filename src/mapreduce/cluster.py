@@ -8,6 +8,7 @@ here is stopped on exit, on error and on Ctrl-C.
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import os
 import secrets
@@ -33,7 +34,7 @@ from mapreduce.rpc.security import Security
 
 if TYPE_CHECKING:
     from mapreduce.master.driver import MasterDriver
-    from mapreduce.web.server import StatusServer
+    from mapreduce.web.listener import LazyStatusServer
 
 
 class WorkerProcess(Protocol):
@@ -136,6 +137,9 @@ class EmbeddedCluster:
     process that has not used gRPC yet may do that (``mapreduce run`` does it);
     when this process has another thread, the workers are started as new
     interpreters anyway, as workers added later by :meth:`start_worker` always are.
+    The objects made so far are then frozen (:func:`gc.freeze`: shared with the
+    workers, no collection traverses them again), and collections are enabled once
+    the master serves (``mapreduce run`` pauses them while it imports).
     """
 
     def __init__(
@@ -160,7 +164,7 @@ class EmbeddedCluster:
         self.chaos_seed = chaos_seed
         self._chaos_stop = threading.Event()
         self._chaos_thread: threading.Thread | None = None
-        self.status_server: StatusServer | None = None
+        self.status_server: LazyStatusServer | None = None
         self.driver: MasterDriver | None = None
         self.server: grpc.Server | None = None
 
@@ -180,6 +184,10 @@ class EmbeddedCluster:
                 from mapreduce.worker.executor import single_threaded
 
                 if single_threaded():
+                    # What is imported so far is shared with the workers (copy-on-write)
+                    # and lives as long as the processes: no collection traverses it
+                    # again (this is the pattern of gc.freeze's documentation).
+                    gc.freeze()
                     for i in range(self.num_workers):
                         address_pipes.append(self._fork_worker(i, address_pipes))
             # The master's own modules are imported once the workers are forked (which
@@ -190,6 +198,8 @@ class EmbeddedCluster:
             self.driver = MasterDriver(self.config)
             self.server, port = serve_master("127.0.0.1:0", self.driver, security=self.security)
             self.address = f"127.0.0.1:{port}"
+            if self.fork:
+                gc.enable()  # `mapreduce run` pauses collections until here (see cli._run)
             for pipe in address_pipes:
                 os.write(pipe, self.address.encode() + b"\n")
             if self.chaos is not None:
@@ -211,15 +221,16 @@ class EmbeddedCluster:
                 os.close(pipe)  # a forked worker that got no address exits
         return self
 
-    def serve_status_page(self, port: int) -> StatusServer:
+    def serve_status_page(self, port: int) -> LazyStatusServer:
         """Serve the master's status pages on 127.0.0.1:``port`` (0: any free port), as
         ``http_port`` does, unless they are served already."""
         if self.status_server is None:
             assert self.driver is not None, "the cluster has not started"
-            # imported here, after the workers are forked: they never serve it
-            from mapreduce.web.server import StatusServer
+            # imported here, after the workers are forked: they never serve it (and it
+            # imports the HTTP server and the pages at the first visit)
+            from mapreduce.web.listener import LazyStatusServer
 
-            self.status_server = StatusServer(
+            self.status_server = LazyStatusServer(
                 self.driver, "127.0.0.1", port, self.security.secret
             ).start()
         return self.status_server
@@ -295,6 +306,7 @@ class EmbeddedCluster:
         if pid == 0:  # the worker
             code = 1
             try:
+                gc.enable()  # the worker collects, whether or not the run process does yet
                 os.setsid()  # Ctrl-C reaches the run process, which stops the workers
                 from mapreduce.worker.executor import die_with_parent
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import uuid
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -96,7 +95,7 @@ class JobOptions:
 
 
 def new_job_id() -> str:
-    return "job-" + uuid.uuid4().hex[:12]
+    return "job-" + os.urandom(6).hex()  # as secrets.token_hex, without importing hmac
 
 
 def plan_job(options: JobOptions) -> tuple[Job, JobSpec]:

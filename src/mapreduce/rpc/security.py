@@ -59,7 +59,7 @@ class Security:
             )
             channel = grpc.secure_channel(address, credentials, options=options)
         else:
-            channel = grpc.insecure_channel(address, options=options)
+            channel = grpc.insecure_channel(_target(address), options=options)
         if self.secret:
             channel = grpc.intercept_channel(channel, _SendSecret(self.secret))
         return channel
@@ -96,6 +96,16 @@ class Security:
     def aio_interceptors(self) -> list[grpc.aio.ServerInterceptor]:
         """The same for a ``grpc.aio`` server."""
         return [_CheckSecretAio(self.secret)] if self.secret else []
+
+
+def _target(address: str) -> str:
+    """An insecure channel's target for ``address``: an IPv4 address and port as such
+    (``ipv4:``), not through gRPC's DNS resolver, which makes the first call to an address
+    it is given wait for its resolution (a few milliseconds, at times); names as given."""
+    host, colon, port = address.rpartition(":")
+    parts = host.split(".")
+    ipv4 = len(parts) == 4 and all(p.isdigit() and len(p) <= 3 and int(p) < 256 for p in parts)
+    return "ipv4:" + address if colon and port.isdigit() and ipv4 else address
 
 
 class _SendSecret(

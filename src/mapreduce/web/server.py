@@ -22,12 +22,12 @@ the secret, so the secret itself is not in URLs or cookies).
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import json
 import os
 import selectors
+import socket
 import ssl
 import threading
 from collections.abc import Callable
@@ -39,6 +39,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 from mapreduce.master.driver import MasterDriver
 from mapreduce.web import pages, views
+from mapreduce.web.listener import status_token
 
 
 def _route(driver: MasterDriver, path: str) -> tuple[int, str, str]:
@@ -87,11 +88,6 @@ _LOGIN_FORM = """<!doctype html><html><head><title>mapreduce: log in</title></he
 <form method="post" action="/login"><label>Cluster secret
 <input type="password" name="secret" autofocus></label> <button>Log in</button></form>
 </body></html>"""
-
-
-def status_token(secret: bytes) -> str:
-    """What a browser holds instead of the secret (in its cookie, or in a ?token= link)."""
-    return hmac.new(secret, b"mapreduce status pages", hashlib.sha256).hexdigest()
 
 
 def _handler(driver: MasterDriver, secret: bytes) -> Callable[..., BaseHTTPRequestHandler]:
@@ -187,7 +183,9 @@ class StatusServer:
     """Serves the status pages of ``driver`` on ``host:port`` (port 0: any free port).
 
     With ``secret``, pages need it (see the module's docstring); ``login_url`` is
-    the overview with a ``?token=`` that logs a browser in.
+    the overview with a ``?token=`` that logs a browser in.  With ``sock`` (a
+    listening socket bound to ``host:port``) it serves on that socket instead of
+    binding one (see :class:`~mapreduce.web.listener.LazyStatusServer`).
     """
 
     def __init__(
@@ -197,8 +195,18 @@ class StatusServer:
         port: int,
         secret: bytes = b"",
         tls: tuple[str, str] | None = None,
+        sock: socket.socket | None = None,
     ) -> None:
-        self.httpd = ThreadingHTTPServer((host, port), _handler(driver, secret))
+        if sock is None:
+            self.httpd = ThreadingHTTPServer((host, port), _handler(driver, secret))
+        else:
+            self.httpd = ThreadingHTTPServer(
+                (host, port), _handler(driver, secret), bind_and_activate=False
+            )
+            self.httpd.socket.close()  # the one it made, unbound
+            self.httpd.socket = sock
+            self.httpd.server_address = sock.getsockname()
+            self.httpd.server_name, self.httpd.server_port = host, self.httpd.server_address[1]
         self.httpd.daemon_threads = True
         scheme = "http"
         if tls is not None:  # HTTPS with the master's certificate (cert file, key file)

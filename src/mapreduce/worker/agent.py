@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import importlib
 import logging
 import os
 import secrets
@@ -20,7 +21,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable
 from concurrent import futures
 from dataclasses import dataclass, field
@@ -172,7 +172,7 @@ class Worker:
         self.registry = MapOutputRegistry()
         # The incarnation is a credential: a report counts only with the incarnation its
         # attempt was assigned to, and the master never shows it.
-        self.incarnation = uuid.uuid4().hex
+        self.incarnation = secrets.token_hex(16)
         self.key = ""  # see worker_key(), read when the work directory exists
         self.running: dict[AttemptRef, _Running] = {}
         self.lock = threading.Lock()
@@ -244,6 +244,9 @@ class Worker:
         self.worker_id = self.config.name or self.address
         master = self.config.master
         if not master and self.config.master_from is not None:
+            # While the master starts: gRPC imports the module of its channels with the
+            # first one (4 ms), which would delay this worker's registration.
+            importlib.import_module("grpc._channel")
             master = self.config.master_from()
         self.master = MasterClient(master, self.security)
         self._register()
@@ -365,7 +368,7 @@ class Worker:
         self.epoch = 0  # the fence is per incarnation: a new master may count from 1 again
         # The new incarnation is used only once the master knows it: a request made with it
         # before would be told to register again, and a second new incarnation would follow.
-        incarnation = uuid.uuid4().hex
+        incarnation = secrets.token_hex(16)
         self._register(incarnation=incarnation)
         self.incarnation = incarnation
 
@@ -864,7 +867,7 @@ def _free_bytes(directory: str) -> int:
 def _can_write(directory: str) -> bool:
     """Whether a small file can be written and synced in ``directory`` (a failing disk
     cannot)."""
-    path = os.path.join(directory, f".probe-{uuid.uuid4().hex}")
+    path = os.path.join(directory, f".probe-{secrets.token_hex(16)}")
     try:
         with open(path, "wb") as f:
             f.write(b"\0" * 4096)
