@@ -192,7 +192,7 @@ class Cluster:
 
 def test_happy_path_maps_then_reduces() -> None:
     c = Cluster()
-    c.submit(maps=2, reduces=3)
+    c.submit(maps=2, reduces=2)
     c.register("w1")
     c.register("w2")
     (m0,) = c.request("w1")
@@ -200,16 +200,13 @@ def test_happy_path_maps_then_reduces() -> None:
     assert (m0.kind, m0.index, m1.index) == (MAP, 0, 1)
     (r0,) = c.request("w1")
     assert (r0.kind, r0.index) == (REDUCE, 0)  # reducers start before the map phase ends
-    (r1,) = c.request("w1")
-    assert (r1.kind, r1.index) == (REDUCE, 1)  # a second reduce per slot fetches ahead
-    assert c.request("w1") == []  # its map slot and both reduce slots are busy
+    assert c.request("w1") == []  # both its slots are busy
     out = c.finish(m0, {"lines": 3})
     assert act.AnnounceMapOutput("j", 0, 0, "w1", "w1:1") in out
     c.finish(m1)
-    (r2,) = c.request("w2")
+    (r1,) = c.request("w2")
     c.finish(r0)
-    c.finish(r1)
-    out = c.finish(r2)
+    out = c.finish(r1)
     assert act.CommitJob("j") in out
     assert c.job() is JobState.COMMITTING
     c.commit()
@@ -617,36 +614,17 @@ def test_a_waiting_reducer_never_keeps_maps_from_running() -> None:
     c.submit(maps=2, reduces=2)
     c.register("w1")
     c.register("w2")
-    got = c.request("w1", slots=3)
+    got = c.request("w1", slots=2)
     assert [(a.kind, a.index) for a in got] == [(MAP, 0), (REDUCE, 0)]
     (m0,) = [a for a in got if a.kind is MAP]
     c.finish(m0)
-    got = c.request("w2", slots=3)
+    got = c.request("w2", slots=2)
     assert [(a.kind, a.index) for a in got] == [(MAP, 1), (REDUCE, 1)]
     c.tick(6)
     c.heartbeat("w1")
     c.tick(6)  # w2 dies: map 1 and reduce 1 go back to idle
-    # w1's reduce slot is busy (its reduce waits for map 1), its map slot is free
-    (m1, r1) = c.request("w1", slots=3)
+    (m1,) = c.request("w1", slots=2)  # w1's reduce slot is busy, its map slot is free
     assert (m1.kind, m1.index, m1.attempt) == (MAP, 1, 1)
-    # no map is left to hand out: a second reduce may fetch while the first waits
-    assert (r1.kind, r1.index, r1.attempt) == (REDUCE, 1, 1)
-
-
-def test_a_second_reduce_per_slot_only_once_no_map_is_left() -> None:
-    """While maps are left, one reduce per slot (reduces spread over the workers); then
-    two (the next round fetches while the one before reduces); never more."""
-    c = Cluster()
-    c.submit(maps=3, reduces=5)
-    c.register("w1", slots=2)
-    c.register("w2")
-    got = c.request("w1", slots=9)
-    assert [(a.kind, a.index) for a in got] == [(MAP, 0), (MAP, 1), (REDUCE, 0), (REDUCE, 1)]
-    got = c.request("w2", slots=9)  # the last map: then a second reduce for its one slot
-    assert [(a.kind, a.index) for a in got] == [(MAP, 2), (REDUCE, 2), (REDUCE, 3)]
-    (r4,) = c.request("w1", slots=9)  # 2 slots: up to 4 reduces
-    assert (r4.kind, r4.index) == (REDUCE, 4)
-    assert c.request("w2", slots=9) == []
 
 
 def test_core_imports_no_io_modules() -> None:

@@ -193,8 +193,7 @@ def _add_worker_arguments(worker: argparse.ArgumentParser) -> None:
         type=int,
         default=1,
         metavar="N",
-        help="map tasks run at once, and as many reduce tasks (twice as many once the job "
-        "has no map task left to hand out: the next reduces fetch meanwhile) (default 1)",
+        help="map tasks run at once, and as many reduce tasks (default 1)",
     )
     worker.add_argument(
         "--fail-after",

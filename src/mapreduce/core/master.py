@@ -21,14 +21,7 @@ from mapreduce.core import events as ev
 from mapreduce.core.config import MasterConfig
 from mapreduce.core.policy import Failure, RetryPolicy, SkipNote, judge
 from mapreduce.core.spec import JobSpec
-from mapreduce.core.tasks import (
-    REDUCES_PER_SLOT,
-    Attempt,
-    AttemptState,
-    Task,
-    TaskKind,
-    TaskState,
-)
+from mapreduce.core.tasks import Attempt, AttemptState, Task, TaskKind, TaskState
 
 #: How many lost workers, and failed attempts per job, the master remembers.
 MAX_LOST_WORKERS = 1000
@@ -437,14 +430,10 @@ class MasterState:
     def _task_requested(self, event: ev.TaskRequested, out: list[act.Action]) -> None:
         """Hand out up to ``free_slots`` tasks.
 
-        A worker has ``slots`` map slots and as many reduce slots (as Hadoop's task
-        trackers had), so reducers waiting for map output never keep maps from
-        running; reduces are handed out from the start and fetch map outputs as they
-        complete.  Once no map task is left to hand out, a worker may hold
-        :data:`REDUCES_PER_SLOT` times as many reduces: with more reduces than reduce
-        slots in the cluster, the next round fetches its inputs while the one before
-        still reduces, instead of after it.  (Not before: the reduces would pile up
-        on the workers that ask first.)
+        A worker has ``slots`` map slots and as many reduce slots (as Hadoop's
+        task trackers had), so reducers waiting for map output never keep maps
+        from running; reduces are handed out from the start and fetch map
+        outputs as they complete.
         """
         worker = self._current(event.worker_id, event.incarnation, out)
         if worker is None:
@@ -457,11 +446,7 @@ class MasterState:
         while free > 0 and job is not None and job.state is JobState.RUNNING:
             task = None
             for kind in (TaskKind.MAP, TaskKind.REDUCE):
-                if running[kind] < worker.slots or (
-                    kind is TaskKind.REDUCE
-                    and running[kind] < REDUCES_PER_SLOT * worker.slots
-                    and self._first_idle(job, TaskKind.MAP) is None
-                ):
+                if running[kind] < worker.slots:
                     task = self._next_idle(job, kind) or self._backup_candidate(
                         job, kind, worker, event.now
                     )
@@ -473,20 +458,13 @@ class MasterState:
             running[task.kind] += 1
             free -= 1
 
-    def _first_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
-        """The idle task of ``kind`` with the lowest index, left in the idle heap."""
+    def _next_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
         heap = job.idle[kind]
         tasks = job.tasks(kind)
         # Entries of tasks that left IDLE since they were pushed are dropped here.
         while heap and tasks[heap[0]].state is not TaskState.IDLE:
             heapq.heappop(heap)
-        return tasks[heap[0]] if heap else None
-
-    def _next_idle(self, job: JobRecord, kind: TaskKind) -> Task | None:
-        task = self._first_idle(job, kind)
-        if task is not None:
-            heapq.heappop(job.idle[kind])
-        return task
+        return tasks[heapq.heappop(heap)] if heap else None
 
     def _backup_candidate(
         self, job: JobRecord, kind: TaskKind, worker: WorkerInfo, now: float

@@ -32,10 +32,6 @@ class AttemptState(enum.Enum):
     KILLED = "killed"  # the framework stopped it (worker lost, lost a race): does not count
 
 
-#: Reduce attempts a worker may run per slot once its job has no map task left to hand
-#: out (one map attempt and one reduce attempt per slot before): the next reduce then
-#: fetches its inputs while the one before still reduces.
-REDUCES_PER_SLOT = 2
 #: The most distinct user counters one task may report, and the longest counter name.
 MAX_COUNTERS = 1000
 MAX_COUNTER_NAME = 256

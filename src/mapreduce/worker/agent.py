@@ -31,7 +31,7 @@ from mapreduce import daemonlog
 from mapreduce.chaos import Injector
 from mapreduce.core.events import AttemptRef
 from mapreduce.core.spec import JobSpec, check_job_id
-from mapreduce.core.tasks import REDUCES_PER_SLOT, TaskKind
+from mapreduce.core.tasks import TaskKind
 from mapreduce.dataflow.commit import output_committer
 from mapreduce.dataflow.runner import DISK_ERRNOS, infrastructure_errno
 from mapreduce.rpc import convert
@@ -441,9 +441,8 @@ class Worker:
                 self.stopping.wait(1)
                 continue
             with self.lock:
-                # a map attempt and up to REDUCES_PER_SLOT reduce attempts per --slots;
-                # the master assigns per kind
-                free = (1 + REDUCES_PER_SLOT) * self.config.slots - len(self.running)
+                # a map slot and a reduce slot per --slots; the master assigns per kind
+                free = 2 * self.config.slots - len(self.running)
             if free <= 0:
                 self.slot_freed.wait(0.5)
                 self.slot_freed.clear()
