@@ -51,6 +51,19 @@ def test_every_line_is_read_exactly_once(
     assert b"".join(line for s in splits for _o, line in raw_lines(s)) == data
 
 
+def test_line_keys_are_the_path_and_offset_of_each_line() -> None:
+    keys = formats.LineKeys("/in/a.txt", [0, 4, 9])
+    assert list(keys) == [("/in/a.txt", 0), ("/in/a.txt", 4), ("/in/a.txt", 9)]
+    assert len(keys) == 3 and keys[1] == ("/in/a.txt", 4) and keys[-1] == ("/in/a.txt", 9)
+    assert isinstance(keys[1:], formats.LineKeys)
+    assert keys[1:] == [("/in/a.txt", 4), ("/in/a.txt", 9)] and keys != [("/in/a.txt", 0)]
+    # the tuples zip makes (and reuses once let go) are never changed while one is held
+    held = [key for key in keys]
+    assert held == [("/in/a.txt", 0), ("/in/a.txt", 4), ("/in/a.txt", 9)]
+    keys.offsets.pop()  # the batch's offsets: cutting them cuts the keys
+    assert list(keys) == [("/in/a.txt", 0), ("/in/a.txt", 4)]
+
+
 def test_split_count_follows_split_size(tmp_path: Path) -> None:
     path = tmp_path / "a.txt"
     path.write_text("x" * 99 + "\n")

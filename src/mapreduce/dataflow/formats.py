@@ -26,15 +26,16 @@ import json
 import operator
 import sys
 from collections.abc import Iterator, Mapping, Sequence, Sized
-from typing import IO, Any
+from typing import IO, Any, overload
 
 from mapreduce.core.spec import INPUT_FORMATS, InputSplit
 from mapreduce.dataflow.storage import is_compressed, is_url, open_input, open_raw
 from mapreduce.errors import BadRecordError
 
 Record = tuple[int, Any, Any]
-#: Records ``(offsets, keys, values)``, three lists of equal length.
-Batch = tuple[list[int], list[Any], list[Any]]
+#: Records ``(offsets, keys, values)``, three sequences of equal length: lists, but the
+#: keys of lines (:class:`LineKeys`).
+Batch = tuple[list[int], Sequence[Any], list[Any]]
 
 __all__ = ["INPUT_FORMATS", "read_batches", "read_split"]
 
@@ -45,6 +46,44 @@ _BLOCK_BYTES = 128 << 10
 _FIRST_BLOCK_BYTES = 64 << 10
 #: Storage options (``--storage-option``) of the inputs that are URLs.
 Options = Mapping[str, str] | None
+
+
+class LineKeys(Sequence[tuple[str, int]]):
+    """The keys of a batch of lines, ``(path, offset)`` for each of ``offsets``, made as
+    they are iterated: no tuple is kept for each line (iterated by :func:`zip`, which
+    reuses its tuple when the previous one was let go, a key often costs nothing).
+    ``offsets`` is the batch's own list: cutting it cuts the keys too."""
+
+    __slots__ = ("offsets", "path")
+
+    def __init__(self, path: str, offsets: list[int]) -> None:
+        self.path = path
+        self.offsets = offsets
+
+    def __len__(self) -> int:
+        return len(self.offsets)
+
+    def __iter__(self) -> Iterator[tuple[str, int]]:
+        return zip(itertools.repeat(self.path), self.offsets)
+
+    @overload
+    def __getitem__(self, index: int) -> tuple[str, int]: ...
+    @overload
+    def __getitem__(self, index: slice) -> LineKeys: ...
+    def __getitem__(self, index: int | slice) -> tuple[str, int] | LineKeys:
+        if isinstance(index, slice):
+            return LineKeys(self.path, self.offsets[index])
+        return (self.path, self.offsets[index])
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Sequence):
+            return list(self) == list(other)
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # as a list's
+
+    def __repr__(self) -> str:
+        return f"LineKeys({self.path!r}, {self.offsets!r})"
 
 
 def _open(path: str, options: Options = None) -> IO[bytes]:
@@ -151,7 +190,7 @@ def _read_lines_in_blocks(
             # the split's end belong to the next split
             count = bisect.bisect_left(offsets, end)
             if count < len(offsets):
-                del offsets[count:], batch[1][count:], batch[2][count:]
+                del offsets[count:], batch[2][count:]  # the keys are the offsets' (LineKeys)
                 pos = end
             else:
                 pos += cut + 1
@@ -185,10 +224,10 @@ def _block_lines(
         except UnicodeDecodeError:
             values, error = _decode_lines(split, offsets, raws, skip)
             del offsets[len(values) :]
-            return (offsets, list(zip(itertools.repeat(split.path), offsets)), values), error
+            return (offsets, LineKeys(split.path, offsets), values), error
     if b"\r" in body:
         values = [v[:-1] if v[-1:] == "\r" else v for v in values]
-    return (offsets, list(zip(itertools.repeat(split.path), offsets)), values), error
+    return (offsets, LineKeys(split.path, offsets), values), error
 
 
 def _decode_lines(
@@ -231,9 +270,10 @@ def read_jsonl(
 ) -> Iterator[Batch]:
     """The ``jsonl`` format: one JSON value a line (blank lines skipped)."""
     path = split.path
-    for offsets, keys, texts in read_lines(split, skip, options):
-        batch: Batch = ([], [], [])
-        for offset, key, text in zip(offsets, keys, texts, strict=True):
+    for offsets, _keys, texts in read_lines(split, skip, options):
+        kept: list[int] = []
+        values: list[Any] = []
+        for offset, text in zip(offsets, texts, strict=True):
             if not text.strip():
                 continue
             try:
@@ -242,11 +282,10 @@ def read_jsonl(
                 raise BadRecordError(
                     path, offset, f"invalid JSON ({exc.msg} at column {exc.colno})"
                 ) from None
-            batch[0].append(offset)
-            batch[1].append(key)
-            batch[2].append(value)
-        if batch[0]:
-            yield batch
+            kept.append(offset)
+            values.append(value)
+        if kept:
+            yield kept, LineKeys(path, kept), values
 
 
 def read_tsv(

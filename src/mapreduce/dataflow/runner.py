@@ -28,14 +28,14 @@ import sys
 import time
 import traceback
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, BinaryIO, ParamSpec, TypeVar, cast
 
 from mapreduce import context
 from mapreduce.core.spec import InputSplit, JobSpec
 from mapreduce.core.tasks import MAX_COUNTER_NAME, MAX_COUNTERS
-from mapreduce.dataflow.formats import read_batches
+from mapreduce.dataflow.formats import Batch, read_batches
 from mapreduce.dataflow.keys import STR_TAG, decode_key
 from mapreduce.dataflow.partition import HashPartitioner, RangeCuts, make_partitioner
 from mapreduce.dataflow.records import (
@@ -509,7 +509,7 @@ def _check_pairs(pairs: list[tuple[Any, Any]], start: int) -> bool:
 
 
 def _emitted(
-    map_fn: Callable[[Any, Any], Any], keys: list[Any], values: list[Any], generator: bool
+    map_fn: Callable[[Any, Any], Any], keys: Sequence[Any], values: list[Any], generator: bool
 ) -> Iterator[Any]:
     """Every pair ``map`` emits for these records, in order.
 
@@ -550,7 +550,7 @@ def _failing_record(
     map_fn: Callable[[Any, Any], Any],
     split: InputSplit,
     offsets: list[int],
-    keys: list[Any],
+    keys: Sequence[Any],
     values: list[Any],
     exc: Exception,
 ) -> Exception:
@@ -711,7 +711,7 @@ WHOLE_SPLIT = -1
 def _map_whole_split(
     map_split: Callable[[Iterator[tuple[Any, Any]]], Any],
     split: InputSplit,
-    batches: Iterable[tuple[list[int], list[Any], list[Any]]],
+    batches: Iterable[Batch],
     buffers: _MapBuffer,
     progress: Callable[[], None] | None,
 ) -> tuple[int, MapOutput]:
@@ -724,7 +724,7 @@ def _map_whole_split(
     """
     read = [0]
 
-    def counted() -> Iterator[tuple[list[Any], list[Any]]]:
+    def counted() -> Iterator[tuple[Sequence[Any], list[Any]]]:
         for _offsets, keys, values in batches:
             read[0] += len(keys)
             yield keys, values
