@@ -75,13 +75,6 @@ class LineKeys(Sequence[tuple[str, int]]):
             return LineKeys(self.path, self.offsets[index])
         return (self.path, self.offsets[index])
 
-    def __eq__(self, other: object) -> bool:
-        if isinstance(other, Sequence):
-            return list(self) == list(other)
-        return NotImplemented
-
-    __hash__ = None  # type: ignore[assignment]  # as a list's
-
     def __repr__(self) -> str:
         return f"LineKeys({self.path!r}, {self.offsets!r})"
 
